@@ -1,0 +1,339 @@
+//! `Conn`: what a unit of work sees. The same SQL text (with `$1` placeholders) runs on
+//! either backend; the few things that must differ (bulk insert, id allocation) are methods.
+
+use std::{borrow::Cow, collections::HashMap};
+
+use postgres::types::ToSql as PgToSql;
+
+use crate::{
+    error::{StoreError, StoreResult},
+    value::{Row, Value},
+};
+
+/// Which database engine a [`Conn`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// A PostgreSQL client with its own prepared-statement cache.
+pub(crate) struct PgClient {
+    pub(crate) client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgClient {
+    pub(crate) fn new(client: postgres::Client) -> Self {
+        Self { client, statements: HashMap::new() }
+    }
+
+    fn statement(&mut self, sql: &str) -> StoreResult<postgres::Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        if self.statements.len() > 512 {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+enum Inner<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres(&'c mut PgClient),
+}
+
+/// A connection inside a unit of work (a transaction opened by the worker that runs it).
+pub struct Conn<'c> {
+    inner: Inner<'c>,
+    /// Set when a statement failed in a way that a retry of the whole unit may fix.
+    retryable_failure: bool,
+    /// SQLite: highest id handed out per table in this transaction, so two allocations
+    /// before the rows are written never overlap.
+    reserved_ids: HashMap<&'static str, i64>,
+}
+
+/// Rewrites `$1` placeholders to SQLite's `?1`. Our SQL never has `$` in string literals.
+fn sqlite_sql(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') { Cow::Owned(sql.replace('$', "?")) } else { Cow::Borrowed(sql) }
+}
+
+impl<'c> Conn<'c> {
+    pub(crate) fn sqlite(connection: &'c rusqlite::Connection) -> Self {
+        Self { inner: Inner::Sqlite(connection), retryable_failure: false, reserved_ids: HashMap::new() }
+    }
+
+    pub(crate) fn postgres(client: &'c mut PgClient) -> Self {
+        Self { inner: Inner::Postgres(client), retryable_failure: false, reserved_ids: HashMap::new() }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) fn take_retryable_failure(&mut self) -> bool {
+        std::mem::take(&mut self.retryable_failure)
+    }
+
+    fn note<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
+        if let Err(error) = &result {
+            if error.is_retryable() {
+                self.retryable_failure = true;
+            }
+        }
+        result
+    }
+
+    /// Runs SQL without parameters or results (transaction control, DDL).
+    pub(crate) fn batch(&mut self, sql: &str) -> StoreResult<()> {
+        let result = match &mut self.inner {
+            Inner::Sqlite(connection) => connection.execute_batch(sql).map_err(StoreError::from),
+            Inner::Postgres(client) => client.client.batch_execute(sql).map_err(StoreError::from),
+        };
+        self.note(result)
+    }
+
+    /// Runs a short control statement through the statement cache.
+    pub(crate) fn control(&mut self, sql: &str) -> StoreResult<()> {
+        match &mut self.inner {
+            Inner::Sqlite(connection) => {
+                let result = connection
+                    .prepare_cached(sql)
+                    .and_then(|mut statement| statement.execute([]))
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+                self.note(result)
+            }
+            Inner::Postgres(_) => self.batch(sql),
+        }
+    }
+
+    /// Executes one statement and returns the number of rows it changed.
+    pub fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> StoreResult<u64> {
+        let result = match &mut self.inner {
+            Inner::Sqlite(connection) => connection
+                .prepare_cached(&sqlite_sql(sql))
+                .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(params.iter())))
+                .map(|changed| changed as u64)
+                .map_err(StoreError::from),
+            Inner::Postgres(client) => client.statement(sql).and_then(|statement| {
+                let refs: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|value| value as _).collect();
+                client.client.execute(&statement, &refs).map_err(StoreError::from)
+            }),
+        };
+        self.note(result)
+    }
+
+    /// Runs a query and maps every row, streaming: nothing but the mapped values is kept.
+    pub fn for_each(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut each: impl FnMut(&Row<'_>) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let result = match &mut self.inner {
+            Inner::Sqlite(connection) => (|| {
+                let mut statement = connection.prepare_cached(&sqlite_sql(sql))?;
+                let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+                while let Some(row) = rows.next()? {
+                    each(&Row::Sqlite(row))?;
+                }
+                Ok(())
+            })(),
+            Inner::Postgres(client) => (|| {
+                let statement = client.statement(sql)?;
+                let refs: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|value| value as _).collect();
+                let mut rows = client.client.query_raw(&statement, refs)?;
+                use postgres::fallible_iterator::FallibleIterator;
+                while let Some(row) = rows.next()? {
+                    each(&Row::Postgres(&row))?;
+                }
+                Ok(())
+            })(),
+        };
+        self.note(result)
+    }
+
+    /// Runs a query and collects the mapped rows.
+    pub fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut map: impl FnMut(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut out = Vec::new();
+        self.for_each(sql, params, |row| {
+            out.push(map(row)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs a query expected to return at most one row.
+    pub fn query_optional<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let mut map = Some(map);
+        let mut out = None;
+        self.for_each(sql, params, |row| {
+            if let Some(map) = map.take() {
+                out = Some(map(row)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs a query expected to return exactly one row.
+    pub fn query_one<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.query_optional(sql, params, map)?.ok_or(StoreError::NoRow)
+    }
+
+    /// Reserves `count` fresh ids for `table` (whose `id` column is its primary key), so
+    /// that rows can be encrypted with their id as associated data before they are written.
+    /// SQLite has one writer, so the ids after the current maximum (and after any reserved
+    /// earlier in this transaction) are free; PostgreSQL
+    /// draws them from the table's sequence.
+    pub fn allocate_ids(&mut self, table: &'static str, count: usize) -> StoreResult<Vec<i64>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        match self.backend() {
+            Backend::Sqlite => {
+                let sql = format!("SELECT coalesce(max(id), 0) FROM {table}");
+                let in_table: i64 = self.query_one(&sql, &[], |row| row.get(0))?;
+                let current = in_table.max(self.reserved_ids.get(table).copied().unwrap_or(0));
+                let last = current + count as i64;
+                self.reserved_ids.insert(table, last);
+                Ok((current + 1..=last).collect())
+            }
+            Backend::Postgres => {
+                let sql = format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)");
+                self.query(&sql, &[Value::I64(count as i64)], |row| row.get(0))
+            }
+        }
+    }
+
+    /// Inserts many rows, silently skipping those that collide with an existing row on the
+    /// unique index named by `conflict_target` (`(external_id) WHERE external_id IS NOT NULL`).
+    /// Returns how many rows were inserted. PostgreSQL copies into a session-local staging
+    /// table first, then inserts from it.
+    pub fn insert_rows_skipping_duplicates(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        conflict_target: &str,
+        rows: &[Vec<Value<'_>>],
+    ) -> StoreResult<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let column_list = columns.join(", ");
+        match self.backend() {
+            Backend::Sqlite => {
+                self.insert_rows_with(table, columns, rows, &format!(" ON CONFLICT {conflict_target} DO NOTHING"))
+            }
+            Backend::Postgres => {
+                let staging = format!("staging_{table}");
+                self.batch(&format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS \
+                     SELECT {column_list} FROM {table} WITH NO DATA"
+                ))?;
+                self.insert_rows(&staging, columns, rows)?;
+                let inserted = self.execute(
+                    &format!(
+                        "INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {staging} \
+                         ON CONFLICT {conflict_target} DO NOTHING"
+                    ),
+                    &[],
+                )?;
+                self.batch(&format!("TRUNCATE {staging}"))?;
+                Ok(inserted)
+            }
+        }
+    }
+
+    /// Inserts many rows at once: multi-row INSERT on SQLite, binary COPY on PostgreSQL.
+    /// Every row must have one value per column.
+    pub fn insert_rows(&mut self, table: &str, columns: &[&str], rows: &[Vec<Value<'_>>]) -> StoreResult<u64> {
+        self.insert_rows_with(table, columns, rows, "")
+    }
+
+    fn insert_rows_with(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Value<'_>>],
+        sqlite_suffix: &str,
+    ) -> StoreResult<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        for row in rows {
+            if row.len() != columns.len() {
+                return Err(StoreError::Invariant(format!(
+                    "insert into {table}: a row has {} values for {} columns",
+                    row.len(),
+                    columns.len()
+                )));
+            }
+        }
+        let column_list = columns.join(", ");
+        let result = match &mut self.inner {
+            Inner::Sqlite(connection) => {
+                let rows_per_statement = (30_000 / columns.len()).clamp(1, 64);
+                let row_placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
+                (|| {
+                    let mut inserted = 0_u64;
+                    for chunk in rows.chunks(rows_per_statement) {
+                        let sql = format!(
+                            "INSERT INTO {table} ({column_list}) VALUES {}{sqlite_suffix}",
+                            vec![row_placeholders.as_str(); chunk.len()].join(", ")
+                        );
+                        let mut statement = connection.prepare_cached(&sql)?;
+                        inserted +=
+                            statement.execute(rusqlite::params_from_iter(chunk.iter().flatten()))? as u64;
+                    }
+                    Ok(inserted)
+                })()
+            }
+            Inner::Postgres(client) => (|| {
+                let probe = client.statement(&format!("SELECT {column_list} FROM {table} LIMIT 0"))?;
+                let types: Vec<postgres::types::Type> =
+                    probe.columns().iter().map(|column| column.type_().clone()).collect();
+                let sink =
+                    client.client.copy_in(&format!("COPY {table} ({column_list}) FROM STDIN BINARY"))?;
+                let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+                for row in rows {
+                    let refs: Vec<&(dyn PgToSql + Sync)> = row.iter().map(|value| value as _).collect();
+                    writer.write(&refs)?;
+                }
+                Ok(writer.finish()?)
+            })(),
+        };
+        self.note(result)
+    }
+}
