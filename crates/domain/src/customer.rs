@@ -142,13 +142,14 @@ impl Tag {
         Ok(Self(cleaned))
     }
 
-    /// Splits a list written in one cell: `vip, 咖啡；甜品|new`.
-    pub fn parse_list(raw: &str) -> Result<Vec<Self>, FieldError> {
-        let mut tags: Vec<Tag> = raw
-            .split([',', ';', '|', '，', '；'])
-            .filter(|part| text::clean(part).is_some())
-            .map(Tag::parse)
-            .collect::<Result<_, _>>()?;
+    /// Splits a list written in one spreadsheet cell: `vip, 咖啡；甜品|new`.
+    pub fn split_cell(raw: &str) -> Vec<String> {
+        raw.split([',', ';', '|', '，', '；']).filter(|part| text::clean(part).is_some()).map(str::to_owned).collect()
+    }
+
+    /// Parses a list of tags, dropping repeats, bounded in count.
+    pub fn parse_list(raw: &[String]) -> Result<Vec<Self>, FieldError> {
+        let mut tags: Vec<Tag> = raw.iter().map(|tag| Tag::parse(tag)).collect::<Result<_, _>>()?;
         tags.sort();
         tags.dedup();
         if tags.len() > limits::TAGS_PER_CUSTOMER_MAX {
@@ -207,7 +208,7 @@ pub struct CustomerInput {
     pub address: Option<String>,
     pub source_channel: Option<String>,
     pub external_id: Option<String>,
-    pub tags: Option<String>,
+    pub tags: Option<Vec<String>>,
     pub preferences: Option<BTreeMap<String, String>>,
 }
 
@@ -347,7 +348,7 @@ mod tests {
             name: Some(" 张三 ".into()),
             phone: Some("138 1234 5678".into()),
             id_number: Some("11010519491231002X".into()),
-            tags: Some("vip，咖啡; vip".into()),
+            tags: Some(Tag::split_cell("vip，咖啡; vip")),
             ..CustomerInput::default()
         }
     }

@@ -3,6 +3,14 @@
 -- (`*_at_ms`), booleans as 0/1 integers, personal data as AEAD ciphertext (`*_cipher`) with a
 -- keyed blind index (`*_index`) for exact lookups. Tokens in braces are replaced per backend.
 
+-- Facts about this installation, such as the check values that prove the configured
+-- encryption keys are the ones this database was written with.
+CREATE TABLE system_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at_ms {int} NOT NULL
+);
+
 CREATE TABLE stores (
     id {serial},
     code TEXT NOT NULL UNIQUE,
@@ -157,6 +165,7 @@ CREATE TABLE imports (
     rows_updated {int} NOT NULL,
     rows_rejected {int} NOT NULL,
     report_json TEXT NOT NULL,
+    rejects_csv TEXT,
     started_by TEXT NOT NULL,
     started_at_ms {int} NOT NULL,
     finished_at_ms {int}

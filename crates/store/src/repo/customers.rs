@@ -247,38 +247,37 @@ pub fn find_by_external_id(
     )
 }
 
-/// Every external id → customer id, for resolving references in bulk imports. Memory is
-/// proportional to the number of customers.
+/// Every external id → customer id (merged customers resolve to their survivor), for
+/// resolving references in bulk imports. An external id used by two customers (from two
+/// source channels) maps to `-1`: ambiguous. Memory is proportional to the customers.
 pub fn external_id_map(conn: &mut Conn<'_>) -> StoreResult<HashMap<String, i64>> {
     let mut map = HashMap::new();
     conn.for_each(
         "SELECT external_id, coalesce(merged_into_id, id) FROM customers WHERE external_id IS NOT NULL",
         params![],
         |row| {
-            map.insert(row.get(0)?, row.get(1)?);
+            let (external, owner): (String, i64) = (row.get(0)?, row.get(1)?);
+            map.entry(external).and_modify(|existing| if *existing != owner { *existing = -1 }).or_insert(owner);
             Ok(())
         },
     )?;
     Ok(map)
 }
 
-/// Every blind index of one field → customer id, for duplicate detection in bulk imports.
+/// Every blind index of one field → customer id, for resolving references in bulk imports;
+/// an index held by two customers maps to `-1`: ambiguous.
 pub fn index_map(conn: &mut Conn<'_>, field: IndexedField) -> StoreResult<HashMap<Vec<u8>, i64>> {
     let mut map = HashMap::new();
     conn.for_each(
         &format!("SELECT {0}, id FROM customers WHERE {0} IS NOT NULL AND status <> 'merged'", field.column()),
         params![],
         |row| {
-            map.insert(row.get(0)?, row.get(1)?);
+            let (key, id): (Vec<u8>, i64) = (row.get(0)?, row.get(1)?);
+            map.entry(key).and_modify(|existing| if *existing != id { *existing = -1 }).or_insert(id);
             Ok(())
         },
     )?;
     Ok(map)
-}
-
-/// Ids of every customer that is not merged away, to tell whether a reference exists.
-pub fn active_ids(conn: &mut Conn<'_>) -> StoreResult<Vec<i64>> {
-    conn.query("SELECT id FROM customers WHERE status <> 'merged' ORDER BY id", params![], |row| row.get(0))
 }
 
 /// How a customer list is ordered and where the next page starts.
@@ -575,4 +574,86 @@ pub fn duplicate_groups(conn: &mut Conn<'_>, limit: i64) -> StoreResult<Vec<Dupl
     }
     groups.truncate(bounded(limit) as usize);
     Ok(groups)
+}
+
+fn in_list(count: usize, first: usize) -> String {
+    (first..first + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
+}
+
+/// For a batch of blind indexes, the oldest customer (not merged away) holding each.
+pub fn match_indexes(conn: &mut Conn<'_>, field: IndexedField, keys: &[Vec<u8>]) -> StoreResult<HashMap<Vec<u8>, i64>> {
+    let mut found = HashMap::new();
+    for chunk in keys.chunks(500) {
+        let values: Vec<Value<'_>> = chunk.iter().map(|key| Value::from(key.as_slice())).collect();
+        let column = field.column();
+        conn.for_each(
+            &format!(
+                "SELECT {column}, min(id) FROM customers WHERE {column} IN ({}) AND status <> 'merged' GROUP BY {column}",
+                in_list(chunk.len(), 1)
+            ),
+            &values,
+            |row| {
+                found.insert(row.get(0)?, row.get(1)?);
+                Ok(())
+            },
+        )?;
+    }
+    Ok(found)
+}
+
+/// For a batch of external ids of one source channel, the customer holding each.
+pub fn match_external_ids(
+    conn: &mut Conn<'_>,
+    source_channel: &str,
+    external_ids: &[String],
+) -> StoreResult<HashMap<String, i64>> {
+    let mut found = HashMap::new();
+    for chunk in external_ids.chunks(500) {
+        let mut values: Vec<Value<'_>> = vec![Value::from(source_channel)];
+        values.extend(chunk.iter().map(|id| Value::from(id.as_str())));
+        conn.for_each(
+            &format!(
+                "SELECT external_id, id FROM customers WHERE source_channel = $1 AND external_id IN ({})",
+                in_list(chunk.len(), 2)
+            ),
+            &values,
+            |row| {
+                found.insert(row.get(0)?, row.get(1)?);
+                Ok(())
+            },
+        )?;
+    }
+    Ok(found)
+}
+
+/// Bulk consent insert for imports.
+pub fn insert_consents_many(conn: &mut Conn<'_>, records: &[ConsentRecord]) -> StoreResult<u64> {
+    let rows: Vec<Vec<Value<'_>>> = records
+        .iter()
+        .map(|record| {
+            vec![
+                Value::I64(record.customer_id),
+                Value::from(record.channel.as_str()),
+                Value::I64(i64::from(record.granted)),
+                Value::from(record.source.as_str()),
+                Value::from(record.recorded_by.as_str()),
+                Value::I64(record.recorded_at_ms),
+            ]
+        })
+        .collect();
+    conn.insert_rows(
+        "customer_consents",
+        &["customer_id", "channel", "granted", "source", "recorded_by", "recorded_at_ms"],
+        &rows,
+    )
+}
+
+/// Every customer id and, for merged ones, the survivor they now belong to.
+pub fn id_owners(conn: &mut Conn<'_>) -> StoreResult<HashMap<i64, i64>> {
+    let mut map = HashMap::new();
+    conn.for_each("SELECT id, coalesce(merged_into_id, id) FROM customers", params![], |row| {
+        map.insert(row.get(0)?, row.get(1)?);
+        Ok(())
+    })?;
+    Ok(map)
 }

@@ -17,13 +17,15 @@ pub struct ImportRecord {
     pub rows_updated: i64,
     pub rows_rejected: i64,
     pub report_json: String,
+    /// The rejected rows as CSV (header, line number, reasons), when rows were skipped.
+    pub rejects_csv: Option<String>,
     pub started_by: String,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
 
 const COLUMNS: &str = "id, kind, file_name, status, dry_run, skip_invalid, rows_total, rows_inserted, rows_updated, \
-     rows_rejected, report_json, started_by, started_at_ms, finished_at_ms";
+     rows_rejected, report_json, rejects_csv, started_by, started_at_ms, finished_at_ms";
 
 fn from_row(row: &Row<'_>) -> StoreResult<ImportRecord> {
     Ok(ImportRecord {
@@ -38,17 +40,18 @@ fn from_row(row: &Row<'_>) -> StoreResult<ImportRecord> {
         rows_updated: row.get(8)?,
         rows_rejected: row.get(9)?,
         report_json: row.get(10)?,
-        started_by: row.get(11)?,
-        started_at_ms: row.get(12)?,
-        finished_at_ms: row.get(13)?,
+        rejects_csv: row.get(11)?,
+        started_by: row.get(12)?,
+        started_at_ms: row.get(13)?,
+        finished_at_ms: row.get(14)?,
     })
 }
 
 pub fn insert(conn: &mut Conn<'_>, record: &ImportRecord) -> StoreResult<i64> {
     conn.query_one(
         "INSERT INTO imports (kind, file_name, status, dry_run, skip_invalid, rows_total, rows_inserted, rows_updated, \
-         rows_rejected, report_json, started_by, started_at_ms, finished_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+         rows_rejected, report_json, rejects_csv, started_by, started_at_ms, finished_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         params![
             &record.kind,
             &record.file_name,
@@ -60,6 +63,7 @@ pub fn insert(conn: &mut Conn<'_>, record: &ImportRecord) -> StoreResult<i64> {
             record.rows_updated,
             record.rows_rejected,
             &record.report_json,
+            &record.rejects_csv,
             &record.started_by,
             record.started_at_ms,
             record.finished_at_ms
@@ -71,7 +75,7 @@ pub fn insert(conn: &mut Conn<'_>, record: &ImportRecord) -> StoreResult<i64> {
 pub fn finish(conn: &mut Conn<'_>, record: &ImportRecord) -> StoreResult<u64> {
     conn.execute(
         "UPDATE imports SET status = $2, rows_total = $3, rows_inserted = $4, rows_updated = $5, rows_rejected = $6, \
-         report_json = $7, finished_at_ms = $8 WHERE id = $1",
+         report_json = $7, rejects_csv = $8, finished_at_ms = $9 WHERE id = $1",
         params![
             record.id,
             &record.status,
@@ -80,6 +84,7 @@ pub fn finish(conn: &mut Conn<'_>, record: &ImportRecord) -> StoreResult<u64> {
             record.rows_updated,
             record.rows_rejected,
             &record.report_json,
+            &record.rejects_csv,
             record.finished_at_ms
         ],
     )

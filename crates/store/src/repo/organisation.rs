@@ -69,3 +69,18 @@ pub fn by_code(conn: &mut Conn<'_>, code: &str) -> StoreResult<Option<StoreRecor
 pub fn list(conn: &mut Conn<'_>) -> StoreResult<Vec<StoreRecord>> {
     conn.query(&format!("SELECT {COLUMNS} FROM stores ORDER BY code LIMIT 10000"), params![], from_row)
 }
+
+/// A named installation fact from `system_settings`.
+pub fn setting(conn: &mut Conn<'_>, name: &str) -> StoreResult<Option<String>> {
+    conn.query_optional("SELECT value FROM system_settings WHERE name = $1", params![name], |row| row.get(0))
+}
+
+/// Sets an installation fact, replacing any earlier value.
+pub fn set_setting(conn: &mut Conn<'_>, name: &str, value: &str, now_ms: i64) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO system_settings (name, value, updated_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+        params![name, value, now_ms],
+    )?;
+    Ok(())
+}

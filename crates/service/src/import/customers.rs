@@ -1,0 +1,363 @@
+//! Customer import: one row per customer, cleaned and validated like the API, with
+//! duplicates inside the file and against stored customers detected through the blind
+//! indexes and handled by the chosen policy.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cardcrm_domain::{
+    FieldError, FieldErrors,
+    customer::{Channel, ConsentChannel, CustomerDraft, CustomerInput, Tag},
+    text,
+};
+use cardcrm_store::{
+    Conn,
+    repo::customers::{self as repo, ConsentRecord, IndexedField},
+};
+
+use super::{BatchOutcome, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
+use crate::{
+    Services, audit,
+    customers::{id_number_index, open_pii, seal_record},
+    error::{ServiceError, ServiceResult},
+    identity::Identity,
+};
+
+pub(crate) struct CustomerImport {
+    pub services: Services,
+    pub identity: Identity,
+    pub today: jiff::civil::Date,
+    pub now_ms: i64,
+    pub stores: HashMap<String, i64>,
+    pub default_store_id: Option<i64>,
+    pub policy: DuplicatePolicy,
+}
+
+const NAME: usize = 0;
+const GENDER: usize = 1;
+const BIRTHDAY: usize = 2;
+const PHONE: usize = 3;
+const EMAIL: usize = 4;
+const ID_KIND: usize = 5;
+const ID_NUMBER: usize = 6;
+const OCCUPATION: usize = 7;
+const INCOME_BAND: usize = 8;
+const PROVINCE: usize = 9;
+const CITY: usize = 10;
+const ADDRESS: usize = 11;
+const SOURCE_CHANNEL: usize = 12;
+const EXTERNAL_ID: usize = 13;
+const TAGS: usize = 14;
+const STORE_CODE: usize = 15;
+const CONSENT_FIRST: usize = 16;
+
+const COLUMNS: &[Column] = &[
+    Column { name: "name", aliases: &["姓名", "客户姓名", "会员姓名"] },
+    Column { name: "gender", aliases: &["性别", "sex"] },
+    Column { name: "birthday", aliases: &["生日", "出生日期", "birth_date", "date_of_birth"] },
+    Column { name: "phone", aliases: &["手机", "手机号", "手机号码", "电话", "mobile"] },
+    Column { name: "email", aliases: &["邮箱", "电子邮件", "e-mail"] },
+    Column { name: "id_kind", aliases: &["证件类型"] },
+    Column { name: "id_number", aliases: &["身份证号", "身份证", "证件号码", "证件号"] },
+    Column { name: "occupation", aliases: &["职业"] },
+    Column { name: "income_band", aliases: &["收入", "月收入", "income"] },
+    Column { name: "province", aliases: &["省份", "省"] },
+    Column { name: "city", aliases: &["城市", "市"] },
+    Column { name: "address", aliases: &["地址", "住址"] },
+    Column { name: "source_channel", aliases: &["来源", "来源渠道", "渠道", "channel"] },
+    Column { name: "external_id", aliases: &["外部编号", "会员编号", "会员号", "客户编号", "member_no"] },
+    Column { name: "tags", aliases: &["标签"] },
+    Column { name: "store_code", aliases: &["门店", "门店编码", "门店代码", "store"] },
+    Column { name: "consent_sms", aliases: &["短信营销", "同意短信"] },
+    Column { name: "consent_email", aliases: &["邮件营销", "同意邮件"] },
+    Column { name: "consent_phone", aliases: &["电话营销", "同意电话"] },
+    Column { name: "consent_wechat", aliases: &["微信营销", "同意微信"] },
+    Column { name: "consent_app_push", aliases: &["推送营销", "同意推送"] },
+    Column { name: "consent_post", aliases: &["邮寄营销", "同意邮寄"] },
+];
+
+const CONSENT_CHANNELS: [ConsentChannel; 6] = [
+    ConsentChannel::Sms,
+    ConsentChannel::Email,
+    ConsentChannel::Phone,
+    ConsentChannel::Wechat,
+    ConsentChannel::AppPush,
+    ConsentChannel::Post,
+];
+
+pub(crate) struct CustomerRow {
+    draft: CustomerDraft,
+    store_id: Option<i64>,
+    consents: Vec<(ConsentChannel, bool)>,
+    phone_index: Option<Vec<u8>>,
+    email_index: Option<Vec<u8>>,
+    id_index: Option<Vec<u8>>,
+    /// The stored customer this row matched, under the skip and update policies.
+    existing: Option<i64>,
+}
+
+/// Which line first had each phone, e-mail, ID number and external id.
+#[derive(Default)]
+pub(crate) struct SeenInFile {
+    keys: HashMap<(u8, u128), u64>,
+    external: HashMap<String, u64>,
+}
+
+fn key_of(index: &[u8]) -> u128 {
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&index[..16]);
+    u128::from_le_bytes(bytes)
+}
+
+fn parse_yes_no(raw: &str) -> Result<Option<bool>, FieldError> {
+    match text::clean(raw).unwrap_or_default().to_lowercase().as_str() {
+        "" => Ok(None),
+        "yes" | "y" | "true" | "1" | "是" | "同意" => Ok(Some(true)),
+        "no" | "n" | "false" | "0" | "否" | "不同意" => Ok(Some(false)),
+        _ => Err(FieldError::new("consent", "consent.invalid", format!("`{raw}` is not yes or no"))),
+    }
+}
+
+impl CustomerImport {
+    fn given(map: &ColumnMap, fields: &[String], column: usize) -> Option<String> {
+        let value = map.get(fields, column);
+        (!value.trim().is_empty()).then(|| value.to_owned())
+    }
+}
+
+impl ImportKind for CustomerImport {
+    const NAME: &'static str = "customers";
+    type Row = CustomerRow;
+    type ReadState = SeenInFile;
+    type Context = ();
+
+    fn columns() -> &'static [Column] {
+        COLUMNS
+    }
+
+    fn check_columns(map: &ColumnMap) -> ServiceResult<()> {
+        if !(map.has(NAME) || map.has(PHONE) || map.has(EMAIL)) {
+            return Err(ServiceError::BadFile {
+                code: "import.missing_column",
+                line: Some(1),
+                message: "line 1: a customer file needs a name, phone or email column".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, seen: &mut SeenInFile, map: &ColumnMap, line: u64, fields: &[String]) -> Result<CustomerRow, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let get = |column| Self::given(map, fields, column);
+        let input = CustomerInput {
+            name: get(NAME),
+            gender: get(GENDER),
+            birthday: get(BIRTHDAY),
+            phone: get(PHONE),
+            email: get(EMAIL),
+            id_kind: get(ID_KIND),
+            id_number: get(ID_NUMBER),
+            occupation: get(OCCUPATION),
+            income_band: get(INCOME_BAND),
+            province: get(PROVINCE),
+            city: get(CITY),
+            address: get(ADDRESS),
+            source_channel: get(SOURCE_CHANNEL),
+            external_id: get(EXTERNAL_ID),
+            tags: get(TAGS).map(|cell| Tag::split_cell(&cell)),
+            preferences: None::<BTreeMap<String, String>>,
+        };
+        let draft = match CustomerDraft::parse(&input, self.today, Channel::Import) {
+            Ok(draft) => Some(draft),
+            Err(more) => {
+                errors.0.extend(more.0);
+                None
+            }
+        };
+        let store_id = match get(STORE_CODE) {
+            None => self.default_store_id,
+            Some(code) => {
+                let code = code.trim().to_uppercase();
+                match self.stores.get(&code) {
+                    Some(id) => Some(*id),
+                    None => {
+                        push(&mut errors, "store_code", "store.unknown", format!("store code `{code}` does not exist"));
+                        None
+                    }
+                }
+            }
+        };
+        let mut consents = Vec::new();
+        for (offset, channel) in CONSENT_CHANNELS.iter().enumerate() {
+            let column = CONSENT_FIRST + offset;
+            if let Some(granted) = errors.take(COLUMNS[column].name, parse_yes_no(map.get(fields, column))).flatten() {
+                consents.push((*channel, granted));
+            }
+        }
+        let Some(draft) = draft.filter(|_| errors.is_empty()) else { return Err(errors) };
+        let vault = self.services.vault();
+        let phone_index = draft.phone.as_ref().map(|phone| vault.blind_index("phone", phone.as_str()).to_vec());
+        let email_index = draft.email.as_ref().map(|email| vault.blind_index("email", email.as_str()).to_vec());
+        let id_index = draft.id_number.as_ref().map(|id| id_number_index(vault, id).to_vec());
+        if self.policy != DuplicatePolicy::Create {
+            for (tag, field, index) in [(0_u8, "phone", &phone_index), (1, "email", &email_index), (2, "id_number", &id_index)] {
+                if let Some(index) = index {
+                    if let Some(first) = seen.keys.get(&(tag, key_of(index))) {
+                        push(&mut errors, field, "import.duplicate_in_file", format!("the same {field} as line {first}"));
+                    } else {
+                        seen.keys.insert((tag, key_of(index)), line);
+                    }
+                }
+            }
+            if let Some(external) = &draft.external_id {
+                let key = format!("{}\u{1f}{external}", draft.source_channel.as_str());
+                if let Some(first) = seen.external.get(&key) {
+                    push(&mut errors, "external_id", "import.duplicate_in_file", format!("the same external_id as line {first}"));
+                } else {
+                    seen.external.insert(key, line);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CustomerRow { draft, store_id, consents, phone_index, email_index, id_index, existing: None })
+    }
+
+    fn load(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        conn: &mut Conn<'_>,
+        _context: &mut (),
+        rows: Vec<Staged<CustomerRow>>,
+    ) -> ServiceResult<(Vec<Staged<CustomerRow>>, Vec<(Staged<CustomerRow>, FieldErrors)>)> {
+        if self.policy == DuplicatePolicy::Create {
+            return Ok((rows, Vec::new()));
+        }
+        let collect = |pick: fn(&CustomerRow) -> &Option<Vec<u8>>| -> Vec<Vec<u8>> {
+            rows.iter().filter_map(|staged| pick(&staged.row).clone()).collect()
+        };
+        let phones = repo::match_indexes(conn, IndexedField::Phone, &collect(|row| &row.phone_index))?;
+        let emails = repo::match_indexes(conn, IndexedField::Email, &collect(|row| &row.email_index))?;
+        let ids = repo::match_indexes(conn, IndexedField::IdNumber, &collect(|row| &row.id_index))?;
+        let mut external: HashMap<(String, String), i64> = HashMap::new();
+        let mut by_channel: HashMap<String, Vec<String>> = HashMap::new();
+        for staged in &rows {
+            if let Some(id) = &staged.row.draft.external_id {
+                by_channel.entry(staged.row.draft.source_channel.as_str().to_owned()).or_default().push(id.clone());
+            }
+        }
+        for (channel, ids) in by_channel {
+            for (id, customer) in repo::match_external_ids(conn, &channel, &ids)? {
+                external.insert((channel.clone(), id), customer);
+            }
+        }
+        let mut keep = Vec::with_capacity(rows.len());
+        let mut rejected = Vec::new();
+        for mut staged in rows {
+            let row = &staged.row;
+            let matched = row
+                .draft
+                .external_id
+                .as_ref()
+                .and_then(|id| external.get(&(row.draft.source_channel.as_str().to_owned(), id.clone())).map(|customer| ("external_id", *customer)))
+                .or_else(|| row.phone_index.as_ref().and_then(|index| phones.get(index)).map(|customer| ("phone", *customer)))
+                .or_else(|| row.email_index.as_ref().and_then(|index| emails.get(index)).map(|customer| ("email", *customer)))
+                .or_else(|| row.id_index.as_ref().and_then(|index| ids.get(index)).map(|customer| ("id_number", *customer)));
+            match (matched, self.policy) {
+                (None, _) => keep.push(staged),
+                (Some((field, customer)), DuplicatePolicy::Error) => {
+                    let mut errors = FieldErrors::new();
+                    push(&mut errors, field, "customer.duplicate", format!("customer {customer} already has this {field}; choose skip, update or create for duplicates"));
+                    rejected.push((staged, errors));
+                }
+                (Some((_, customer)), _) => {
+                    staged.row.existing = Some(customer);
+                    keep.push(staged);
+                }
+            }
+        }
+        Ok((keep, rejected))
+    }
+
+    fn write(&self, conn: &mut Conn<'_>, _context: &mut (), rows: Vec<Staged<CustomerRow>>, outcome: &mut BatchOutcome) -> ServiceResult<()> {
+        let (matched, new): (Vec<_>, Vec<_>) = rows.into_iter().partition(|staged| staged.row.existing.is_some());
+        let ids = conn.allocate_ids("customers", new.len())?;
+        let vault = self.services.vault();
+        let mut records = Vec::with_capacity(new.len());
+        let mut tags = Vec::new();
+        let mut consents = Vec::new();
+        for (staged, id) in new.iter().zip(&ids) {
+            records.push(seal_record(vault, *id, &staged.row.draft, staged.row.store_id, self.now_ms));
+            tags.extend(staged.row.draft.tags.iter().map(|tag| (*id, tag.as_str().to_owned())));
+            consents.extend(staged.row.consents.iter().map(|(channel, granted)| ConsentRecord {
+                id: 0,
+                customer_id: *id,
+                channel: channel.as_str().to_owned(),
+                granted: *granted,
+                source: "import".into(),
+                recorded_by: self.identity.name.clone(),
+                recorded_at_ms: self.now_ms,
+            }));
+        }
+        repo::insert_many(conn, &records)?;
+        repo::insert_tags_many(conn, &tags, self.now_ms)?;
+        repo::insert_consents_many(conn, &consents)?;
+        outcome.inserted += records.len() as u64;
+        for staged in matched {
+            let customer_id = staged.row.existing.unwrap_or_default();
+            match self.policy {
+                DuplicatePolicy::Update => {
+                    self.update_existing(conn, customer_id, &staged.row)?;
+                    outcome.updated += 1;
+                }
+                _ => outcome.skipped += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CustomerImport {
+    /// Writes a row's non-empty fields over an existing customer; tags are added.
+    fn update_existing(&self, conn: &mut Conn<'_>, id: i64, row: &CustomerRow) -> ServiceResult<()> {
+        let vault = self.services.vault();
+        let Some(before) = repo::get(conn, id)? else { return Err(ServiceError::not_found("customer", id)) };
+        let pii = open_pii(vault, &before)?;
+        let draft = &row.draft;
+        let pick = |new: Option<String>, old: Option<String>| new.or(old);
+        let input = CustomerInput {
+            name: pick(draft.name.as_ref().map(|name| name.as_str().to_owned()), before.name.clone()),
+            gender: Some(if draft.gender.as_str() == "unknown" { before.gender.clone() } else { draft.gender.as_str().to_owned() }),
+            birthday: pick(draft.birthday.map(|date| date.to_string()), before.birthday.clone()),
+            phone: pick(draft.phone.as_ref().map(|phone| phone.as_str().to_owned()), pii.phone.clone()),
+            email: pick(draft.email.as_ref().map(|email| email.as_str().to_owned()), pii.email.clone()),
+            id_kind: pick(draft.id_number.as_ref().map(|id| id.kind().as_str().to_owned()), before.id_kind.clone()),
+            id_number: pick(draft.id_number.as_ref().map(|id| id.as_str().to_owned()), pii.id_number.clone()),
+            occupation: pick(draft.occupation.clone(), before.occupation.clone()),
+            income_band: pick(draft.income_band.map(|band| band.as_str().to_owned()), before.income_band.clone()),
+            province: pick(draft.province.clone(), before.province.clone()),
+            city: pick(draft.city.clone(), before.city.clone()),
+            address: pick(draft.address.clone(), pii.address.clone()),
+            source_channel: Some(before.source_channel.clone()),
+            external_id: pick(before.external_id.clone(), draft.external_id.clone()),
+            tags: None,
+            preferences: serde_json::from_str(&before.preferences_json).ok(),
+        };
+        let merged = CustomerDraft::parse(&input, self.today, Channel::Import)?;
+        let mut after = seal_record(vault, id, &merged, row.store_id.or(before.home_store_id), self.now_ms);
+        after.created_at_ms = before.created_at_ms;
+        after.version = before.version + 1;
+        if !repo::update(conn, &after, before.version)? {
+            return Err(ServiceError::StaleVersion { entity: "customer", id: id.to_string(), current_version: before.version });
+        }
+        let tags: Vec<String> = draft.tags.iter().map(|tag| tag.as_str().to_owned()).collect();
+        repo::add_tags(conn, id, &tags, self.now_ms)?;
+        let before_view = crate::customers::view_of(vault, &before, Vec::new(), None, false)?;
+        let after_view = crate::customers::view_of(vault, &after, Vec::new(), None, false)?;
+        audit::append(conn, &self.identity, self.now_ms, "customer.update", "customer", id, audit::snapshot(&before_view), audit::snapshot(&after_view))?;
+        Ok(())
+    }
+}
