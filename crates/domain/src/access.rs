@@ -91,7 +91,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [Self::Admin, Self::Manager, Self::Clerk, Self::ServiceAgent, Self::Marketer, Self::Analyst];
+    pub const ALL: [Role; 6] =
+        [Self::Admin, Self::Manager, Self::Clerk, Self::ServiceAgent, Self::Marketer, Self::Analyst];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,7 +118,9 @@ impl Role {
             FieldError::new(
                 "role",
                 "role.unknown",
-                format!("`{raw}` is not a role; use admin, manager, clerk, service_agent, marketer or analyst"),
+                format!(
+                    "`{raw}` is not a role; use admin, manager, clerk, service_agent, marketer or analyst"
+                ),
             )
         })
     }

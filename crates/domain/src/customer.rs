@@ -114,9 +114,14 @@ pub struct CustomerName(String);
 
 impl CustomerName {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let cleaned = text::clean(raw).ok_or_else(|| FieldError::new("name", "name.empty", "the name is empty"))?;
+        let cleaned =
+            text::clean(raw).ok_or_else(|| FieldError::new("name", "name.empty", "the name is empty"))?;
         if text::char_count(&cleaned) > limits::NAME_LENGTH_MAX {
-            return Err(FieldError::new("name", "name.too_long", format!("the name is longer than {} characters", limits::NAME_LENGTH_MAX)));
+            return Err(FieldError::new(
+                "name",
+                "name.too_long",
+                format!("the name is longer than {} characters", limits::NAME_LENGTH_MAX),
+            ));
         }
         Ok(Self(cleaned))
     }
@@ -132,19 +137,31 @@ pub struct Tag(String);
 
 impl Tag {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let cleaned = text::clean(raw).ok_or_else(|| FieldError::new("tags", "tag.empty", "a tag is empty"))?;
+        let cleaned =
+            text::clean(raw).ok_or_else(|| FieldError::new("tags", "tag.empty", "a tag is empty"))?;
         if text::char_count(&cleaned) > limits::TAG_LENGTH_MAX {
-            return Err(FieldError::new("tags", "tag.too_long", format!("tag `{cleaned}` is longer than {} characters", limits::TAG_LENGTH_MAX)));
+            return Err(FieldError::new(
+                "tags",
+                "tag.too_long",
+                format!("tag `{cleaned}` is longer than {} characters", limits::TAG_LENGTH_MAX),
+            ));
         }
         if cleaned.contains([',', ';', '|', '，', '；']) {
-            return Err(FieldError::new("tags", "tag.invalid", format!("tag `{cleaned}` contains a separator")));
+            return Err(FieldError::new(
+                "tags",
+                "tag.invalid",
+                format!("tag `{cleaned}` contains a separator"),
+            ));
         }
         Ok(Self(cleaned))
     }
 
     /// Splits a list written in one spreadsheet cell: `vip, 咖啡；甜品|new`.
     pub fn split_cell(raw: &str) -> Vec<String> {
-        raw.split([',', ';', '|', '，', '；']).filter(|part| text::clean(part).is_some()).map(str::to_owned).collect()
+        raw.split([',', ';', '|', '，', '；'])
+            .filter(|part| text::clean(part).is_some())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Parses a list of tags, dropping repeats, bounded in count.
@@ -153,7 +170,11 @@ impl Tag {
         tags.sort();
         tags.dedup();
         if tags.len() > limits::TAGS_PER_CUSTOMER_MAX {
-            return Err(FieldError::new("tags", "tags.too_many", format!("more than {} tags", limits::TAGS_PER_CUSTOMER_MAX)));
+            return Err(FieldError::new(
+                "tags",
+                "tags.too_many",
+                format!("more than {} tags", limits::TAGS_PER_CUSTOMER_MAX),
+            ));
         }
         Ok(tags)
     }
@@ -239,16 +260,31 @@ fn given(value: &Option<String>) -> Option<&str> {
 /// Checks preference entries: bounded count, keys and values.
 pub fn parse_preferences(raw: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, FieldError> {
     if raw.len() > limits::PREFERENCES_MAX {
-        return Err(FieldError::new("preferences", "preferences.too_many", format!("more than {} preferences", limits::PREFERENCES_MAX)));
+        return Err(FieldError::new(
+            "preferences",
+            "preferences.too_many",
+            format!("more than {} preferences", limits::PREFERENCES_MAX),
+        ));
     }
     let mut out = BTreeMap::new();
     for (key, value) in raw {
         let key_clean = text::clean(key).filter(|key| key.len() <= 64).ok_or_else(|| {
-            FieldError::new("preferences", "preferences.key_invalid", format!("preference key `{key}` is empty or longer than 64 bytes"))
+            FieldError::new(
+                "preferences",
+                "preferences.key_invalid",
+                format!("preference key `{key}` is empty or longer than 64 bytes"),
+            )
         })?;
         let value_clean = text::clean(value).unwrap_or_default();
         if text::char_count(&value_clean) > limits::PREFERENCE_VALUE_LENGTH_MAX {
-            return Err(FieldError::new("preferences", "preferences.value_too_long", format!("preference `{key}` is longer than {} characters", limits::PREFERENCE_VALUE_LENGTH_MAX)));
+            return Err(FieldError::new(
+                "preferences",
+                "preferences.value_too_long",
+                format!(
+                    "preference `{key}` is longer than {} characters",
+                    limits::PREFERENCE_VALUE_LENGTH_MAX
+                ),
+            ));
         }
         out.insert(key_clean, value_clean);
     }
@@ -263,7 +299,8 @@ impl CustomerDraft {
         let mut errors = FieldErrors::new();
         let name = given(&input.name).and_then(|raw| errors.take("name", CustomerName::parse(raw)));
         let gender = given(&input.gender).and_then(|raw| errors.take("gender", Gender::parse(raw)));
-        let birthday = given(&input.birthday).and_then(|raw| errors.take("birthday", date::parse_birthday(raw, today)));
+        let birthday =
+            given(&input.birthday).and_then(|raw| errors.take("birthday", date::parse_birthday(raw, today)));
         let phone = given(&input.phone).and_then(|raw| errors.take("phone", Phone::parse(raw)));
         let email = given(&input.email).and_then(|raw| errors.take("email", Email::parse(raw)));
         let id_kind = match given(&input.id_kind) {
@@ -274,21 +311,60 @@ impl CustomerDraft {
             (Some(raw), Some(kind)) => errors.take("id_number", IdNumber::parse(kind, raw)),
             _ => None,
         };
-        let occupation = input.occupation.as_deref().and_then(|raw| errors.take("occupation", parse_bounded_text("occupation", raw, limits::TEXT_LENGTH_MAX))).flatten();
-        let income_band = given(&input.income_band).and_then(|raw| errors.take("income_band", IncomeBand::parse(raw)));
-        let province = input.province.as_deref().and_then(|raw| errors.take("province", parse_bounded_text("province", raw, limits::TEXT_LENGTH_MAX))).flatten();
-        let city = input.city.as_deref().and_then(|raw| errors.take("city", parse_bounded_text("city", raw, limits::TEXT_LENGTH_MAX))).flatten();
-        let address = input.address.as_deref().and_then(|raw| errors.take("address", parse_bounded_text("address", raw, limits::ADDRESS_LENGTH_MAX))).flatten();
+        let occupation = input
+            .occupation
+            .as_deref()
+            .and_then(|raw| {
+                errors.take("occupation", parse_bounded_text("occupation", raw, limits::TEXT_LENGTH_MAX))
+            })
+            .flatten();
+        let income_band =
+            given(&input.income_band).and_then(|raw| errors.take("income_band", IncomeBand::parse(raw)));
+        let province = input
+            .province
+            .as_deref()
+            .and_then(|raw| {
+                errors.take("province", parse_bounded_text("province", raw, limits::TEXT_LENGTH_MAX))
+            })
+            .flatten();
+        let city = input
+            .city
+            .as_deref()
+            .and_then(|raw| errors.take("city", parse_bounded_text("city", raw, limits::TEXT_LENGTH_MAX)))
+            .flatten();
+        let address = input
+            .address
+            .as_deref()
+            .and_then(|raw| {
+                errors.take("address", parse_bounded_text("address", raw, limits::ADDRESS_LENGTH_MAX))
+            })
+            .flatten();
         let source_channel = match given(&input.source_channel) {
             Some(raw) => errors.take("source_channel", Channel::parse(raw)).unwrap_or(default_channel),
             None => default_channel,
         };
-        let external_id = input.external_id.as_deref().and_then(|raw| errors.take("external_id", parse_external_id(raw))).flatten();
-        let tags = input.tags.as_deref().and_then(|raw| errors.take("tags", Tag::parse_list(raw))).unwrap_or_default();
-        let preferences = input.preferences.as_ref().and_then(|raw| errors.take("preferences", parse_preferences(raw))).unwrap_or_default();
+        let external_id = input
+            .external_id
+            .as_deref()
+            .and_then(|raw| errors.take("external_id", parse_external_id(raw)))
+            .flatten();
+        let tags = input
+            .tags
+            .as_deref()
+            .and_then(|raw| errors.take("tags", Tag::parse_list(raw)))
+            .unwrap_or_default();
+        let preferences = input
+            .preferences
+            .as_ref()
+            .and_then(|raw| errors.take("preferences", parse_preferences(raw)))
+            .unwrap_or_default();
 
         if name.is_none() && phone.is_none() && email.is_none() && errors.is_empty() {
-            errors.push(FieldError::new("name", "customer.unidentified", "give at least a name, a phone or an e-mail"));
+            errors.push(FieldError::new(
+                "name",
+                "customer.unidentified",
+                "give at least a name, a phone or an e-mail",
+            ));
         }
         let mut birthday = birthday;
         let mut gender = gender;
@@ -303,11 +379,17 @@ impl CustomerDraft {
                 _ => {}
             }
             match (id.gender(), gender) {
-                (Some(from_id), Some(given)) if given != Gender::Unknown && from_id != given => errors.push(FieldError::new(
-                    "gender",
-                    "gender.mismatch",
-                    format!("gender {} does not match the ID number's {}", given.as_str(), from_id.as_str()),
-                )),
+                (Some(from_id), Some(given)) if given != Gender::Unknown && from_id != given => {
+                    errors.push(FieldError::new(
+                        "gender",
+                        "gender.mismatch",
+                        format!(
+                            "gender {} does not match the ID number's {}",
+                            given.as_str(),
+                            from_id.as_str()
+                        ),
+                    ))
+                }
                 (Some(from_id), None | Some(Gender::Unknown)) => gender = Some(from_id),
                 _ => {}
             }
@@ -380,7 +462,8 @@ mod tests {
 
     #[test]
     fn contradictions_with_the_id_number_are_errors() {
-        let bad = CustomerInput { birthday: Some("1950-01-01".into()), gender: Some("男".into()), ..input() };
+        let bad =
+            CustomerInput { birthday: Some("1950-01-01".into()), gender: Some("男".into()), ..input() };
         let errors = CustomerDraft::parse(&bad, date(2026, 11, 22), Channel::Store).unwrap_err();
         let codes: Vec<&str> = errors.0.iter().map(|error| error.code).collect();
         assert_eq!(codes, vec!["birthday.mismatch", "gender.mismatch"]);

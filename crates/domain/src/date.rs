@@ -77,8 +77,21 @@ fn invalid_time(raw: &str) -> FieldError {
     FieldError::new(
         "timestamp",
         "timestamp.invalid",
-        format!("`{raw}` is not a date or date-time; write it as 2026-01-02, 2026-01-02 13:45:00 or 2026-01-02T13:45:00+08:00"),
+        format!(
+            "`{raw}` is not a date or date-time; write it as 2026-01-02, 2026-01-02 13:45:00 or 2026-01-02T13:45:00+08:00"
+        ),
     )
+}
+
+/// Parses an RFC 3339 instant with its offset (`2026-11-22T08:00:00+08:00`).
+pub fn parse_instant(raw: &str) -> Result<Timestamp, FieldError> {
+    raw.trim().parse::<Timestamp>().map_err(|_| {
+        FieldError::new(
+            "timestamp",
+            "timestamp.invalid",
+            format!("`{raw}` is not an RFC 3339 time such as 2026-11-22T00:00:00Z"),
+        )
+    })
 }
 
 /// Parses a moment: an RFC 3339 timestamp with offset, or a date or date-time without one,
@@ -98,7 +111,10 @@ pub fn parse_moment(raw: &str, zone: &TimeZone) -> Result<Timestamp, FieldError>
         None => Time::midnight(),
         Some(text) => parse_time(text).ok_or_else(|| invalid_time(raw))?,
     };
-    DateTime::from_parts(date, time).to_zoned(zone.clone()).map(|zoned| zoned.timestamp()).map_err(|_| invalid_time(raw))
+    DateTime::from_parts(date, time)
+        .to_zoned(zone.clone())
+        .map(|zoned| zoned.timestamp())
+        .map_err(|_| invalid_time(raw))
 }
 
 fn parse_time(text: &str) -> Option<Time> {
@@ -133,17 +149,41 @@ mod tests {
     #[test]
     fn every_accepted_date_spelling() {
         let expected = date(1990, 1, 2);
-        for raw in ["1990-01-02", "1990-1-2", "1990/1/2", "1990/01/02", "19900102", "1990年1月2日", "1990年01月02日", "1990.1.2", "１９９０－０１－０２", " 1990-01-02 "] {
+        for raw in [
+            "1990-01-02",
+            "1990-1-2",
+            "1990/1/2",
+            "1990/01/02",
+            "19900102",
+            "1990年1月2日",
+            "1990年01月02日",
+            "1990.1.2",
+            "１９９０－０１－０２",
+            " 1990-01-02 ",
+        ] {
             assert_eq!(parse_date(raw).unwrap(), expected, "{raw}");
         }
     }
 
     #[test]
     fn rejects_impossible_and_malformed_dates() {
-        for raw in ["1990-02-30", "1990-13-01", "19900230", "90-1-2", "1990-01", "abc", "", "1990年1月", "1990-01-02-03"] {
+        for raw in [
+            "1990-02-30",
+            "1990-13-01",
+            "19900230",
+            "90-1-2",
+            "1990-01",
+            "abc",
+            "",
+            "1990年1月",
+            "1990-01-02-03",
+        ] {
             assert!(parse_date(raw).is_err(), "{raw}");
         }
-        assert_eq!(parse_date("2023-02-29").unwrap_err().message, "`2023-02-29` names a day that does not exist");
+        assert_eq!(
+            parse_date("2023-02-29").unwrap_err().message,
+            "`2023-02-29` names a day that does not exist"
+        );
         assert_eq!(parse_date("2024-02-29").unwrap(), date(2024, 2, 29));
     }
 
@@ -164,7 +204,10 @@ mod tests {
         assert_eq!(parse_moment("2026-01-02T05:45:00Z", &shanghai).unwrap(), at);
         assert_eq!(parse_moment("2026-01-02T13:45:00+08:00", &shanghai).unwrap(), at);
         assert_eq!(parse_moment("2026-01-02", &shanghai).unwrap().to_string(), "2026-01-01T16:00:00Z");
-        assert_eq!(parse_moment("2026-01-02 13:45:00.5", &shanghai).unwrap().to_string(), "2026-01-02T05:45:00.5Z");
+        assert_eq!(
+            parse_moment("2026-01-02 13:45:00.5", &shanghai).unwrap().to_string(),
+            "2026-01-02T05:45:00.5Z"
+        );
         for raw in ["2026-01-02 25:00", "yesterday", "2026-01-02 13", ""] {
             assert_eq!(parse_moment(raw, &shanghai).unwrap_err().code, "timestamp.invalid", "{raw}");
         }

@@ -40,7 +40,9 @@ impl IdKind {
                 return Err(FieldError::new(
                     "id_kind",
                     "id_kind.invalid",
-                    format!("`{raw}` is not a document kind; use resident_id, passport, travel_permit or other"),
+                    format!(
+                        "`{raw}` is not a document kind; use resident_id, passport, travel_permit or other"
+                    ),
                 ));
             }
         })
@@ -58,11 +60,8 @@ const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 const CHECK_CHARACTERS: [u8; 11] = *b"10X98765432";
 
 fn check_character(first_seventeen: &[u8]) -> u8 {
-    let sum: u32 = first_seventeen
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
-        .sum();
+    let sum: u32 =
+        first_seventeen.iter().zip(WEIGHTS).map(|(digit, weight)| u32::from(digit - b'0') * weight).sum();
     CHECK_CHARACTERS[(sum % 11) as usize]
 }
 
@@ -81,7 +80,8 @@ impl IdNumber {
         match kind {
             IdKind::ResidentId => Self::parse_resident(raw, &cleaned),
             _ => {
-                let ok = (5..=20).contains(&cleaned.len()) && cleaned.chars().all(|character| character.is_ascii_alphanumeric());
+                let ok = (5..=20).contains(&cleaned.len())
+                    && cleaned.chars().all(|character| character.is_ascii_alphanumeric());
                 if !ok {
                     return Err(invalid(raw, "a document number has 5 to 20 letters or digits"));
                 }
@@ -115,7 +115,12 @@ impl IdNumber {
                 upgraded.push(check);
                 String::from_utf8(upgraded).map_err(|_| invalid(raw, "it is not ASCII"))?
             }
-            _ => return Err(invalid(raw, "a resident ID number has 18 characters (or 15 digits for old cards)")),
+            _ => {
+                return Err(invalid(
+                    raw,
+                    "a resident ID number has 18 characters (or 15 digits for old cards)",
+                ));
+            }
         };
         let parsed = Self { kind: IdKind::ResidentId, value };
         if parsed.birth_date().is_none() {

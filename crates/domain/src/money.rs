@@ -20,7 +20,11 @@ impl Currency {
         };
         let bytes = cleaned.as_bytes();
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_uppercase) {
-            return Err(FieldError::new("currency", "currency.invalid", format!("`{raw}` is not a currency code such as CNY")));
+            return Err(FieldError::new(
+                "currency",
+                "currency.invalid",
+                format!("`{raw}` is not a currency code such as CNY"),
+            ));
         }
         Ok(Self([bytes[0], bytes[1], bytes[2]]))
     }
@@ -77,7 +81,8 @@ pub fn parse_amount_minor(raw: &str, currency: Currency) -> Result<i64, FieldErr
     if whole.is_empty() && fraction.is_empty() {
         return Err(invalid(raw, "it has no digits"));
     }
-    if !whole.bytes().all(|byte| byte.is_ascii_digit()) || !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
+    if !whole.bytes().all(|byte| byte.is_ascii_digit()) || !fraction.bytes().all(|byte| byte.is_ascii_digit())
+    {
         return Err(invalid(raw, "it must be a decimal number such as 88.50"));
     }
     let exponent = currency.exponent() as usize;
@@ -85,9 +90,11 @@ pub fn parse_amount_minor(raw: &str, currency: Currency) -> Result<i64, FieldErr
         return Err(invalid(raw, &format!("{} has at most {exponent} decimal places", currency.as_str())));
     }
     let scale = 10_i64.pow(exponent as u32);
-    let whole_value: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| invalid(raw, "it is too large"))? };
+    let whole_value: i64 =
+        if whole.is_empty() { 0 } else { whole.parse().map_err(|_| invalid(raw, "it is too large"))? };
     let fraction_padded = format!("{fraction:0<exponent$}");
-    let fraction_value: i64 = if exponent == 0 { 0 } else { fraction_padded.parse().map_err(|_| invalid(raw, "bad decimals"))? };
+    let fraction_value: i64 =
+        if exponent == 0 { 0 } else { fraction_padded.parse().map_err(|_| invalid(raw, "bad decimals"))? };
     let minor = whole_value
         .checked_mul(scale)
         .and_then(|value| value.checked_add(fraction_value))
@@ -104,7 +111,12 @@ pub fn format_minor(amount_minor: i64, currency: Currency) -> String {
     let scale = 10_i64.pow(exponent);
     let sign = if amount_minor < 0 { "-" } else { "" };
     let absolute = amount_minor.unsigned_abs();
-    format!("{sign}{}.{:0width$}", absolute / scale as u64, absolute % scale as u64, width = exponent as usize)
+    format!(
+        "{sign}{}.{:0width$}",
+        absolute / scale as u64,
+        absolute % scale as u64,
+        width = exponent as usize
+    )
 }
 
 #[cfg(test)]
@@ -135,7 +147,10 @@ mod tests {
         assert_eq!(format_minor(123_450, Currency::CNY), "1234.50");
         assert_eq!(format_minor(-5, Currency::CNY), "-0.05");
         for amount in [0_i64, 1, 99, 100, 123_456_789, -42] {
-            assert_eq!(parse_amount_minor(&format_minor(amount, Currency::CNY), Currency::CNY).unwrap(), amount);
+            assert_eq!(
+                parse_amount_minor(&format_minor(amount, Currency::CNY), Currency::CNY).unwrap(),
+                amount
+            );
         }
     }
 

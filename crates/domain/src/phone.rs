@@ -22,8 +22,8 @@ fn is_china_mobile(digits: &str) -> bool {
 fn is_china_landline(digits: &str) -> bool {
     let bytes = digits.as_bytes();
     let length_ok = (9..=11).contains(&bytes.len());
-    let start_ok = bytes.first().is_some_and(|first| (b'2'..=b'9').contains(first))
-        || digits.starts_with("10");
+    let start_ok =
+        bytes.first().is_some_and(|first| (b'2'..=b'9').contains(first)) || digits.starts_with("10");
     length_ok && start_ok
 }
 
@@ -40,20 +40,24 @@ impl Phone {
                 '0'..='9' => digits.push(character),
                 '+' if digits.is_empty() && !plus => plus = true,
                 ' ' | '-' | '(' | ')' | '.' => {}
-                _ => return Err(invalid(raw, "it contains a character other than digits, +, spaces, dashes, dots or brackets")),
+                _ => {
+                    return Err(invalid(
+                        raw,
+                        "it contains a character other than digits, +, spaces, dashes, dots or brackets",
+                    ));
+                }
             }
         }
-        let international = if plus {
-            Some(digits.as_str())
-        } else {
-            digits.strip_prefix("00")
-        };
+        let international = if plus { Some(digits.as_str()) } else { digits.strip_prefix("00") };
         if let Some(number) = international {
             if let Some(national) = number.strip_prefix("86") {
                 return Self::china(raw, national);
             }
             if !(8..=15).contains(&number.len()) || number.starts_with('0') {
-                return Err(invalid(raw, "an international number has 8 to 15 digits after the country code prefix"));
+                return Err(invalid(
+                    raw,
+                    "an international number has 8 to 15 digits after the country code prefix",
+                ));
             }
             return Ok(Self(format!("+{number}")));
         }

@@ -8,9 +8,7 @@ pub fn to_half_width(input: &str) -> String {
         .chars()
         .map(|character| match character {
             '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => {
-                char::from_u32(character as u32 - 0xFEE0).unwrap_or(character)
-            }
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(character as u32 - 0xFEE0).unwrap_or(character),
             other => other,
         })
         .collect()

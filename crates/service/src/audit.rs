@@ -49,7 +49,8 @@ pub fn snapshot(value: &impl Serialize) -> Option<serde_json::Value> {
 }
 
 /// Appends an entry inside the caller's unit of work, so the record and the change it
-/// describes commit or fail together.
+/// describes commit or fail together. (Each argument is one column of the entry.)
+#[allow(clippy::too_many_arguments)]
 pub fn append(
     conn: &mut Conn<'_>,
     identity: &Identity,
@@ -60,7 +61,10 @@ pub fn append(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) -> StoreResult<i64> {
-    audit::append(conn, &entry(identity, at_ms, action, entity_type, Some(entity_id.to_string()), before, after))
+    audit::append(
+        conn,
+        &entry(identity, at_ms, action, entity_type, Some(entity_id.to_string()), before, after),
+    )
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -137,6 +141,7 @@ impl Services {
             before_id,
         };
         let records = self.database().read(move |conn| audit::list(conn, &filter, limit + 1)).await?;
-        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id)).map(AuditEntryView::from))
+        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id))
+            .map(AuditEntryView::from))
     }
 }

@@ -2,10 +2,7 @@
 //! cookie token plus a CSRF token); integrations use API tokens with explicit scopes. Both
 //! are stored only as hashes. Repeated failed logins lock the account for a while.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use cardcrm_domain::{
     FieldError,
@@ -138,7 +135,7 @@ pub struct ApiTokenRequest {
 }
 
 fn invalid_credentials() -> ServiceError {
-    ServiceError::Unauthenticated("invalid username or password")
+    ServiceError::unauthenticated("auth.invalid_credentials", "invalid username or password")
 }
 
 fn staff_identity(record: &StaffRecord) -> ServiceResult<Identity> {
@@ -184,7 +181,9 @@ impl Services {
             let locked = self
                 .database()
                 .write(move |conn| {
-                    let Some(mut record) = repo::get(conn, staff_id)? else { return Ok::<_, ServiceError>(None) };
+                    let Some(mut record) = repo::get(conn, staff_id)? else {
+                        return Ok::<_, ServiceError>(None);
+                    };
                     record.failed_login_count += 1;
                     let mut locked = None;
                     if record.failed_login_count >= failures_max {
@@ -205,7 +204,8 @@ impl Services {
         }
         let session_token = random_token(SESSION_TOKEN_PREFIX);
         let csrf_token = random_token("");
-        let expires_at_ms = now_ms + security.session_ttl_minutes.min(security.session_idle_minutes) * MINUTE_MS;
+        let expires_at_ms =
+            now_ms + security.session_ttl_minutes.min(security.session_idle_minutes) * MINUTE_MS;
         let session = SessionRecord {
             id: 0,
             token_hash: token_hash(&session_token),
@@ -236,7 +236,10 @@ impl Services {
     /// Resolves a session cookie to the staff member behind it, extending an idle timeout.
     pub async fn authenticate_session(&self, session_token: &str) -> ServiceResult<SessionIdentity> {
         if !session_token.starts_with(SESSION_TOKEN_PREFIX) || session_token.len() > 100 {
-            return Err(ServiceError::Unauthenticated("the session is not valid; log in again"));
+            return Err(ServiceError::unauthenticated(
+                "auth.session_invalid",
+                "the session is not valid; log in again",
+            ));
         }
         let hash = token_hash(session_token);
         let (session, staff) = self
@@ -248,13 +251,19 @@ impl Services {
             })
             .await?;
         let (Some(session), Some(staff)) = (session, staff) else {
-            return Err(ServiceError::Unauthenticated("the session is not valid; log in again"));
+            return Err(ServiceError::unauthenticated(
+                "auth.session_invalid",
+                "the session is not valid; log in again",
+            ));
         };
         let now_ms = self.now_ms();
         let security = &self.settings().security;
         let absolute_end = session.created_at_ms + security.session_ttl_minutes * MINUTE_MS;
         if now_ms >= session.expires_at_ms || now_ms >= absolute_end || staff.status != "active" {
-            return Err(ServiceError::Unauthenticated("the session has expired; log in again"));
+            return Err(ServiceError::unauthenticated(
+                "auth.session_expired",
+                "the session has expired; log in again",
+            ));
         }
         if now_ms - session.last_seen_at_ms > TOUCH_INTERVAL_MS {
             let expires = (now_ms + security.session_idle_minutes * MINUTE_MS).min(absolute_end);
@@ -271,7 +280,16 @@ impl Services {
         self.database()
             .write(move |conn| {
                 repo::delete_session(conn, &hash)?;
-                audit::append(conn, &identity, now_ms, "auth.logout", "staff", identity.id.unwrap_or(0), None, None)?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "auth.logout",
+                    "staff",
+                    identity.id.unwrap_or(0),
+                    None,
+                    None,
+                )?;
                 Ok::<_, ServiceError>(())
             })
             .await
@@ -280,26 +298,33 @@ impl Services {
     /// Resolves a bearer token to the integration behind it.
     pub async fn authenticate_token(&self, token: &str) -> ServiceResult<Identity> {
         if !token.starts_with(API_TOKEN_PREFIX) || token.len() > 100 {
-            return Err(ServiceError::Unauthenticated("the API token is not valid"));
+            return Err(ServiceError::unauthenticated("auth.token_invalid", "the API token is not valid"));
         }
         let hash = token_hash(token);
         let now_ms = self.now_ms();
-        if let Some(cached) = self.token_cache().get(&hash, now_ms) {
-            if cached.expires_at_ms.is_none_or(|expires| now_ms < expires) {
-                return Ok(cached.identity);
-            }
+        if let Some(cached) = self.token_cache().get(&hash, now_ms)
+            && cached.expires_at_ms.is_none_or(|expires| now_ms < expires)
+        {
+            return Ok(cached.identity);
         }
         let lookup = hash.clone();
         let record = self.database().read(move |conn| repo::token_by_hash(conn, &lookup)).await?;
-        let Some(record) = record else { return Err(ServiceError::Unauthenticated("the API token is not valid")) };
+        let Some(record) = record else {
+            return Err(ServiceError::unauthenticated("auth.token_invalid", "the API token is not valid"));
+        };
         if record.revoked_at_ms.is_some() {
-            return Err(ServiceError::Unauthenticated("the API token has been revoked"));
+            return Err(ServiceError::unauthenticated(
+                "auth.token_revoked",
+                "the API token has been revoked",
+            ));
         }
         if record.expires_at_ms.is_some_and(|expires| now_ms >= expires) {
-            return Err(ServiceError::Unauthenticated("the API token has expired"));
+            return Err(ServiceError::unauthenticated("auth.token_expired", "the API token has expired"));
         }
-        let scopes: Vec<Permission> = record.scopes.split_whitespace().filter_map(|scope| Permission::parse(scope).ok()).collect();
-        let identity = Identity::token(record.id, &record.name, &scopes, StoreScope::from_store_id(record.store_id));
+        let scopes: Vec<Permission> =
+            record.scopes.split_whitespace().filter_map(|scope| Permission::parse(scope).ok()).collect();
+        let identity =
+            Identity::token(record.id, &record.name, &scopes, StoreScope::from_store_id(record.store_id));
         if record.last_used_at_ms.is_none_or(|used| now_ms - used > TOUCH_INTERVAL_MS) {
             let id = record.id;
             self.database().write(move |conn| repo::touch_token(conn, id, now_ms)).await?;
@@ -323,7 +348,9 @@ impl Services {
     ) -> ServiceResult<NewApiToken> {
         let name = cardcrm_domain::text::clean(&request.name)
             .filter(|name| name.chars().count() <= 100)
-            .ok_or_else(|| ServiceError::invalid("name", "name.invalid", "give the token a name of 1 to 100 characters"))?;
+            .ok_or_else(|| {
+                ServiceError::invalid("name", "name.invalid", "give the token a name of 1 to 100 characters")
+            })?;
         let mut scopes = Vec::new();
         for raw in &request.scopes {
             let permission = Permission::parse(raw.trim()).map_err(|error| error.at("scopes"))?;
@@ -348,7 +375,8 @@ impl Services {
             (StoreScope::Store(mine), StoreScope::All) => StoreScope::Store(mine),
             (_, scope) => scope,
         };
-        let creator = access.id.ok_or_else(|| ServiceError::forbidden("only staff members can create tokens"))?;
+        let creator =
+            access.id.ok_or_else(|| ServiceError::forbidden("only staff members can create tokens"))?;
         let now_ms = self.now_ms();
         let token = random_token(API_TOKEN_PREFIX);
         let record = ApiTokenRecord {
@@ -371,7 +399,16 @@ impl Services {
                 let mut stored = record.clone();
                 stored.id = repo::insert_token(conn, &record)?;
                 let view = ApiTokenView::from(&stored);
-                audit::append(conn, &identity, now_ms, "token.create", "api_token", stored.id, None, audit::snapshot(&view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "token.create",
+                    "api_token",
+                    stored.id,
+                    None,
+                    audit::snapshot(&view),
+                )?;
                 Ok::<_, ServiceError>(stored)
             })
             .await?;
@@ -387,23 +424,39 @@ impl Services {
         let after = cursor.as_deref().map(cursor_decode_id).transpose()?.unwrap_or(0);
         let limit = page_limit(limit);
         let records = self.database().read(move |conn| repo::list_tokens(conn, after, limit + 1)).await?;
-        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id)).map(|record| ApiTokenView::from(&record)))
+        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id))
+            .map(|record| ApiTokenView::from(&record)))
     }
 
-    pub async fn revoke_api_token(&self, access: Access<'_, perm::TokenManage>, id: i64) -> ServiceResult<ApiTokenView> {
+    pub async fn revoke_api_token(
+        &self,
+        access: Access<'_, perm::TokenManage>,
+        id: i64,
+    ) -> ServiceResult<ApiTokenView> {
         let identity = access.identity().clone();
         let now_ms = self.now_ms();
         let view = self
             .database()
             .write(move |conn| {
-                let before = repo::get_token(conn, id)?.ok_or_else(|| ServiceError::not_found("api token", id))?;
+                let before =
+                    repo::get_token(conn, id)?.ok_or_else(|| ServiceError::not_found("api token", id))?;
                 if !identity.scope.covers(before.store_id) {
                     return Err(ServiceError::not_found("api token", id));
                 }
                 repo::revoke_token(conn, id, now_ms)?;
-                let after = repo::get_token(conn, id)?.ok_or_else(|| ServiceError::not_found("api token", id))?;
+                let after =
+                    repo::get_token(conn, id)?.ok_or_else(|| ServiceError::not_found("api token", id))?;
                 let (before, after) = (ApiTokenView::from(&before), ApiTokenView::from(&after));
-                audit::append(conn, &identity, now_ms, "token.revoke", "api_token", id, audit::snapshot(&before), audit::snapshot(&after))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "token.revoke",
+                    "api_token",
+                    id,
+                    audit::snapshot(&before),
+                    audit::snapshot(&after),
+                )?;
                 Ok(after)
             })
             .await?;
@@ -413,7 +466,9 @@ impl Services {
 
     /// The staff member's own account.
     pub async fn whoami(&self, identity: &Identity) -> ServiceResult<Option<StaffView>> {
-        let Some(id) = identity.id.filter(|_| identity.kind == crate::identity::ActorKind::Staff) else { return Ok(None) };
+        let Some(id) = identity.id.filter(|_| identity.kind == crate::identity::ActorKind::Staff) else {
+            return Ok(None);
+        };
         let record = self.database().read(move |conn| repo::get(conn, id)).await?;
         Ok(record.as_ref().map(StaffView::from))
     }
@@ -423,13 +478,25 @@ impl Services {
 pub fn check_password(username: &str, password: &str) -> Result<(), FieldError> {
     let length = password.chars().count();
     if length < limits::PASSWORD_LENGTH_MIN {
-        return Err(FieldError::new("password", "password.too_short", format!("a password needs at least {} characters", limits::PASSWORD_LENGTH_MIN)));
+        return Err(FieldError::new(
+            "password",
+            "password.too_short",
+            format!("a password needs at least {} characters", limits::PASSWORD_LENGTH_MIN),
+        ));
     }
     if length > limits::PASSWORD_LENGTH_MAX {
-        return Err(FieldError::new("password", "password.too_long", format!("a password has at most {} characters", limits::PASSWORD_LENGTH_MAX)));
+        return Err(FieldError::new(
+            "password",
+            "password.too_long",
+            format!("a password has at most {} characters", limits::PASSWORD_LENGTH_MAX),
+        ));
     }
     if password.to_lowercase().contains(&username.to_lowercase()) {
-        return Err(FieldError::new("password", "password.contains_username", "a password must not contain the username"));
+        return Err(FieldError::new(
+            "password",
+            "password.contains_username",
+            "a password must not contain the username",
+        ));
     }
     Ok(())
 }

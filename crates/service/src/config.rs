@@ -138,7 +138,13 @@ impl Default for Settings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { sqlite_readers: 4, postgres_connections: 16, write_batch_max: 256, write_linger_ms: 0, sqlite_cache_mib: 64 }
+        Self {
+            sqlite_readers: 4,
+            postgres_connections: 16,
+            write_batch_max: 256,
+            write_linger_ms: 0,
+            sqlite_cache_mib: 64,
+        }
     }
 }
 
@@ -173,7 +179,12 @@ impl Default for SecuritySettings {
 
 impl Default for ImportSettings {
     fn default() -> Self {
-        Self { rows_max: 50_000_000, errors_reported_max: 1_000, batch_rows: 5_000, rejects_kept_max: 100_000 }
+        Self {
+            rows_max: 50_000_000,
+            errors_reported_max: 1_000,
+            batch_rows: 5_000,
+            rejects_kept_max: 100_000,
+        }
     }
 }
 
@@ -205,11 +216,15 @@ impl Settings {
     /// `DATA_DIR/cardcrm.toml` when it exists.
     pub fn load(overrides: &Overrides) -> Result<Self, ServiceError> {
         let environment = || Env::prefixed("CARDCRM_").split("__").ignore(&ENV_NOT_SETTINGS);
-        let explicit_file = overrides.config_file.clone().or_else(|| std::env::var_os("CARDCRM_CONFIG").map(PathBuf::from));
+        let explicit_file =
+            overrides.config_file.clone().or_else(|| std::env::var_os("CARDCRM_CONFIG").map(PathBuf::from));
         let file = match explicit_file {
             Some(path) => {
                 if !path.is_file() {
-                    return Err(ServiceError::Config(format!("config file {} does not exist", path.display())));
+                    return Err(ServiceError::Config(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
                 }
                 Some(path)
             }
@@ -227,18 +242,23 @@ impl Settings {
         if let Some(path) = &file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let settings: Settings =
-            figment.merge(environment()).merge(Serialized::globals(overrides)).extract().map_err(config_error)?;
+        let settings: Settings = figment
+            .merge(environment())
+            .merge(Serialized::globals(overrides))
+            .extract()
+            .map_err(config_error)?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), ServiceError> {
         self.listen_address()?;
-        jiff::tz::TimeZone::get(&self.default_time_zone)
-            .map_err(|_| ServiceError::Config(format!("default_time_zone `{}` is not a time zone", self.default_time_zone)))?;
-        cardcrm_domain::money::Currency::parse(&self.currency)
-            .map_err(|_| ServiceError::Config(format!("currency `{}` is not a currency code", self.currency)))?;
+        jiff::tz::TimeZone::get(&self.default_time_zone).map_err(|_| {
+            ServiceError::Config(format!("default_time_zone `{}` is not a time zone", self.default_time_zone))
+        })?;
+        cardcrm_domain::money::Currency::parse(&self.currency).map_err(|_| {
+            ServiceError::Config(format!("currency `{}` is not a currency code", self.currency))
+        })?;
         let positive = [
             ("http.body_limit_bytes", self.http.body_limit_bytes as i64),
             ("http.import_body_limit_bytes", self.http.import_body_limit_bytes as i64),
@@ -257,9 +277,9 @@ impl Settings {
     }
 
     pub fn listen_address(&self) -> Result<SocketAddr, ServiceError> {
-        self.listen
-            .parse()
-            .map_err(|_| ServiceError::Config(format!("listen `{}` is not an address such as 127.0.0.1:8080", self.listen)))
+        self.listen.parse().map_err(|_| {
+            ServiceError::Config(format!("listen `{}` is not an address such as 127.0.0.1:8080", self.listen))
+        })
     }
 
     /// The database URL in effect: the configured one, or the SQLite file in the data dir.
@@ -329,10 +349,11 @@ fn config_error(error: figment::Error) -> ServiceError {
 fn material_from(security: &SecuritySettings, source: &str) -> Result<KeyMaterial, ServiceError> {
     let mut encryption_keys = BTreeMap::new();
     for (id, key) in &security.encryption_keys {
-        let id: u32 = id
-            .parse()
-            .map_err(|_| ServiceError::Config(format!("{source}: encryption key id `{id}` is not a number")))?;
-        encryption_keys.insert(id, KeyMaterial::decode_key(&format!("{source}: encryption key {id}"), key.expose())?);
+        let id: u32 = id.parse().map_err(|_| {
+            ServiceError::Config(format!("{source}: encryption key id `{id}` is not a number"))
+        })?;
+        encryption_keys
+            .insert(id, KeyMaterial::decode_key(&format!("{source}: encryption key {id}"), key.expose())?);
     }
     let Some(active_key_id) = security.active_key_id.or_else(|| encryption_keys.keys().max().copied()) else {
         return Err(ServiceError::Config(format!("{source}: no encryption keys")));
@@ -344,7 +365,10 @@ fn material_from(security: &SecuritySettings, source: &str) -> Result<KeyMateria
     Ok(KeyMaterial {
         encryption_keys,
         active_key_id,
-        blind_index_key: KeyMaterial::decode_key(&format!("{source}: blind_index_key"), blind_index_key.expose())?,
+        blind_index_key: KeyMaterial::decode_key(
+            &format!("{source}: blind_index_key"),
+            blind_index_key.expose(),
+        )?,
     })
 }
 
@@ -356,7 +380,10 @@ pub fn write_key_file(path: &std::path::Path, material: &KeyMaterial) -> Result<
          # without it, phone numbers, e-mails, ID numbers and addresses cannot be read.\n",
     );
     text.push_str(&format!("active_key_id = {}\n", material.active_key_id));
-    text.push_str(&format!("blind_index_key = \"{}\"\n\n[encryption_keys]\n", KeyMaterial::encode_key(&material.blind_index_key)));
+    text.push_str(&format!(
+        "blind_index_key = \"{}\"\n\n[encryption_keys]\n",
+        KeyMaterial::encode_key(&material.blind_index_key)
+    ));
     for (id, key) in &material.encryption_keys {
         text.push_str(&format!("\"{id}\" = \"{}\"\n", KeyMaterial::encode_key(key)));
     }
@@ -389,8 +416,8 @@ mod tests {
 
     #[test]
     fn secrets_never_serialise() {
-        let mut settings = Settings::default();
-        settings.database_url = Some(Secret::new("postgres://u:hunter2@h/db"));
+        let mut settings =
+            Settings { database_url: Some(Secret::new("postgres://u:hunter2@h/db")), ..Settings::default() };
         settings.security.blind_index_key = Some(Secret::new("c2VjcmV0"));
         let printed = settings.redacted().to_string();
         assert!(!printed.contains("hunter2"), "{printed}");

@@ -47,7 +47,11 @@ impl std::fmt::Debug for KeyMaterial {
 
 impl KeyMaterial {
     pub fn generate() -> Self {
-        Self { encryption_keys: BTreeMap::from([(1, secure_bytes())]), active_key_id: 1, blind_index_key: secure_bytes() }
+        Self {
+            encryption_keys: BTreeMap::from([(1, secure_bytes())]),
+            active_key_id: 1,
+            blind_index_key: secure_bytes(),
+        }
     }
 
     /// Adds a fresh key and makes it the one new values are sealed with.
@@ -66,7 +70,9 @@ impl KeyMaterial {
         let bytes = STANDARD
             .decode(encoded.trim())
             .map_err(|_| ServiceError::Config(format!("{what} is not valid base64")))?;
-        bytes.try_into().map_err(|_| ServiceError::Config(format!("{what} must be 32 bytes (44 base64 characters)")))
+        bytes
+            .try_into()
+            .map_err(|_| ServiceError::Config(format!("{what} must be 32 bytes (44 base64 characters)")))
     }
 }
 
@@ -138,10 +144,15 @@ impl Vault {
 
     pub fn open(&self, seal: Seal, sealed: &[u8]) -> Result<String, ServiceError> {
         let key_id = Self::key_id_of(sealed).ok_or_else(|| {
-            ServiceError::Crypto(format!("{}.{} of row {} is not a sealed value", seal.table, seal.column, seal.row_id))
+            ServiceError::Crypto(format!(
+                "{}.{} of row {} is not a sealed value",
+                seal.table, seal.column, seal.row_id
+            ))
         })?;
         let cipher = self.ciphers.get(&key_id).ok_or_else(|| {
-            ServiceError::Crypto(format!("encryption key {key_id} is not configured; it is needed to read old data"))
+            ServiceError::Crypto(format!(
+                "encryption key {key_id} is not configured; it is needed to read old data"
+            ))
         })?;
         let nonce_bytes: [u8; 24] = sealed[5..HEADER_LENGTH].try_into().expect("the header length is fixed");
         let aad = associated_data(seal);
@@ -219,7 +230,8 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 pub fn random_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
     let bytes: [u8; 20] = secure_bytes();
-    let characters: String = bytes.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect();
+    let characters: String =
+        bytes.iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect();
     format!("{}-{}-{}-{}", &characters[0..5], &characters[5..10], &characters[10..15], &characters[15..20])
 }
 

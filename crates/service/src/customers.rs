@@ -21,7 +21,10 @@ use cardcrm_domain::{
 use cardcrm_store::{
     Conn,
     repo::{
-        customers::{self as repo, ConsentRecord, CustomerCursor, CustomerQuery, CustomerRecord, EventRecord, IndexedField},
+        customers::{
+            self as repo, ConsentRecord, CustomerCursor, CustomerQuery, CustomerRecord, EventRecord,
+            IndexedField,
+        },
         organisation, purchases,
     },
 };
@@ -52,7 +55,13 @@ pub struct OpenedPii {
 }
 
 /// Seals personal fields and computes blind indexes of a draft into a record for `id`.
-pub fn seal_record(vault: &Vault, id: i64, draft: &CustomerDraft, home_store_id: Option<i64>, now_ms: i64) -> CustomerRecord {
+pub fn seal_record(
+    vault: &Vault,
+    id: i64,
+    draft: &CustomerDraft,
+    home_store_id: Option<i64>,
+    now_ms: i64,
+) -> CustomerRecord {
     let seal = |column: &'static str, value: &str| vault.seal(seal_of(column, id), value);
     CustomerRecord {
         id,
@@ -193,7 +202,9 @@ pub fn view_of(
         phone: show(pii.phone, &mask_phone, &display_phone),
         email: show(pii.email, &mask_email, &|value| value.to_owned()),
         id_kind: record.id_kind.clone(),
-        id_number: show(pii.id_number, &|value| mask_id_number(kind.as_deref(), value), &|value| value.to_owned()),
+        id_number: show(pii.id_number, &|value| mask_id_number(kind.as_deref(), value), &|value| {
+            value.to_owned()
+        }),
         address: show(pii.address, &mask_address, &|value| value.to_owned()),
         occupation: record.occupation.clone(),
         income_band: record.income_band.clone(),
@@ -487,30 +498,38 @@ fn parse_consents(raw: &BTreeMap<String, bool>) -> Result<Vec<(ConsentChannel, b
     let mut errors = FieldErrors::new();
     let parsed = raw
         .iter()
-        .filter_map(|(channel, granted)| errors.take("consents", ConsentChannel::parse(channel)).map(|channel| (channel, *granted)))
+        .filter_map(|(channel, granted)| {
+            errors.take("consents", ConsentChannel::parse(channel)).map(|channel| (channel, *granted))
+        })
         .collect();
     errors.into_result(|| parsed)
 }
 
 fn check_store(conn: &mut Conn<'_>, store_id: Option<i64>, field: &str) -> ServiceResult<()> {
-    if let Some(store_id) = store_id {
-        if organisation::get(conn, store_id)?.is_none() {
-            return Err(ServiceError::invalid(field, "store.unknown", format!("store {store_id} does not exist")));
-        }
+    if let Some(store_id) = store_id
+        && organisation::get(conn, store_id)?.is_none()
+    {
+        return Err(ServiceError::invalid(
+            field,
+            "store.unknown",
+            format!("store {store_id} does not exist"),
+        ));
     }
     Ok(())
 }
 
 fn external_id_taken(conn: &mut Conn<'_>, record: &CustomerRecord) -> ServiceResult<()> {
-    if let Some(external_id) = &record.external_id {
-        if let Some(other) = repo::find_by_external_id(conn, &record.source_channel, external_id)? {
-            if other.id != record.id {
-                return Err(ServiceError::conflict(
-                    "customer.external_id_taken",
-                    format!("customer {} already has external id {external_id} from {}", other.id, record.source_channel),
-                ));
-            }
-        }
+    if let Some(external_id) = &record.external_id
+        && let Some(other) = repo::find_by_external_id(conn, &record.source_channel, external_id)?
+        && other.id != record.id
+    {
+        return Err(ServiceError::conflict(
+            "customer.external_id_taken",
+            format!(
+                "customer {} already has external id {external_id} from {}",
+                other.id, record.source_channel
+            ),
+        ));
     }
     Ok(())
 }
@@ -525,27 +544,34 @@ enum Term {
 
 fn classify(raw: &str) -> Term {
     let cleaned = text::clean(raw).unwrap_or_default();
-    if cleaned.contains('@') {
-        if let Ok(email) = Email::parse(&cleaned) {
-            return Term::Email(email);
-        }
+    if cleaned.contains('@')
+        && let Ok(email) = Email::parse(&cleaned)
+    {
+        return Term::Email(email);
     }
     let digits = cleaned.chars().filter(char::is_ascii_digit).count();
-    if digits >= 15 {
-        if let Ok(id) = IdNumber::parse(IdKind::ResidentId, &cleaned) {
-            return Term::IdNumber(id);
-        }
+    if digits >= 15
+        && let Ok(id) = IdNumber::parse(IdKind::ResidentId, &cleaned)
+    {
+        return Term::IdNumber(id);
     }
-    if digits >= 7 && digits * 2 >= cleaned.chars().count() {
-        if let Ok(phone) = Phone::parse(&cleaned) {
-            return Term::Phone(phone);
-        }
+    if digits >= 7
+        && digits * 2 >= cleaned.chars().count()
+        && let Ok(phone) = Phone::parse(&cleaned)
+    {
+        return Term::Phone(phone);
     }
     Term::Name(cleaned)
 }
 
 impl Services {
-    fn customer_view(&self, record: &CustomerRecord, tags: Vec<String>, consents: Option<Vec<ConsentView>>, reveal: bool) -> ServiceResult<CustomerView> {
+    fn customer_view(
+        &self,
+        record: &CustomerRecord,
+        tags: Vec<String>,
+        consents: Option<Vec<ConsentView>>,
+        reveal: bool,
+    ) -> ServiceResult<CustomerView> {
         view_of(self.vault(), record, tags, consents, reveal)
     }
 
@@ -595,8 +621,18 @@ impl Services {
                     )?;
                 }
                 let history = repo::consents_of(conn, id)?;
-                let view = services.customer_view(&record, tags.clone(), Some(current_consents(&history)), false)?;
-                audit::append(conn, &identity, now_ms, "customer.create", "customer", id, None, audit::snapshot(&view))?;
+                let view =
+                    services.customer_view(&record, tags.clone(), Some(current_consents(&history)), false)?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "customer.create",
+                    "customer",
+                    id,
+                    None,
+                    audit::snapshot(&view),
+                )?;
                 Ok::<_, ServiceError>((record, tags, history, duplicates))
             })
             .await?;
@@ -636,7 +672,18 @@ impl Services {
             .collect();
             let detail = serde_json::json!({ "revealed_fields": fields });
             self.database()
-                .write(move |conn| audit::append(conn, &identity, now_ms, "customer.reveal", "customer", id, None, Some(detail.clone())))
+                .write(move |conn| {
+                    audit::append(
+                        conn,
+                        &identity,
+                        now_ms,
+                        "customer.reveal",
+                        "customer",
+                        id,
+                        None,
+                        Some(detail.clone()),
+                    )
+                })
                 .await?;
         }
         Ok(view)
@@ -659,10 +706,17 @@ impl Services {
                 let before = repo::get(conn, id)?.ok_or_else(|| ServiceError::not_found("customer", id))?;
                 identity.require_store(before.home_store_id)?;
                 if before.status != "active" {
-                    return Err(ServiceError::conflict("customer.not_active", format!("customer {id} is {} and cannot change", before.status)));
+                    return Err(ServiceError::conflict(
+                        "customer.not_active",
+                        format!("customer {id} is {} and cannot change", before.status),
+                    ));
                 }
                 if expected_version.is_some_and(|expected| expected != before.version) {
-                    return Err(ServiceError::StaleVersion { entity: "customer", id: id.to_string(), current_version: before.version });
+                    return Err(ServiceError::StaleVersion {
+                        entity: "customer",
+                        id: id.to_string(),
+                        current_version: before.version,
+                    });
                 }
                 let before_tags = repo::tags_of(conn, &[id])?.remove(&id).unwrap_or_default();
                 let pii = open_pii(services.vault(), &before)?;
@@ -694,7 +748,11 @@ impl Services {
                 after.version = before.version + 1;
                 external_id_taken(conn, &after)?;
                 if !repo::update(conn, &after, before.version)? {
-                    return Err(ServiceError::StaleVersion { entity: "customer", id: id.to_string(), current_version: before.version });
+                    return Err(ServiceError::StaleVersion {
+                        entity: "customer",
+                        id: id.to_string(),
+                        current_version: before.version,
+                    });
                 }
                 let tags: Vec<String> = draft.tags.iter().map(|tag| tag.as_str().to_owned()).collect();
                 if tags != before_tags {
@@ -702,7 +760,16 @@ impl Services {
                 }
                 let before_view = services.customer_view(&before, before_tags, None, false)?;
                 let after_view = services.customer_view(&after, tags.clone(), None, false)?;
-                audit::append(conn, &identity, now_ms, "customer.update", "customer", id, audit::snapshot(&before_view), audit::snapshot(&after_view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "customer.update",
+                    "customer",
+                    id,
+                    audit::snapshot(&before_view),
+                    audit::snapshot(&after_view),
+                )?;
                 Ok::<_, ServiceError>((after, tags))
             })
             .await?;
@@ -718,18 +785,19 @@ impl Services {
         let mut exact: Option<(IndexedField, Vec<u8>)> = None;
         let mut name_prefix = search.name.as_deref().and_then(text::clean).map(|name| name_key(&name));
         let mut errors = FieldErrors::new();
-        if let Some(raw) = &search.phone {
-            if let Some(phone) = errors.take("phone", Phone::parse(raw)) {
-                exact = Some((IndexedField::Phone, self.vault().blind_index("phone", phone.as_str()).to_vec()));
-            }
+        if let Some(raw) = &search.phone
+            && let Some(phone) = errors.take("phone", Phone::parse(raw))
+        {
+            exact = Some((IndexedField::Phone, self.vault().blind_index("phone", phone.as_str()).to_vec()));
         }
-        if let Some(raw) = &search.email {
-            if let Some(email) = errors.take("email", Email::parse(raw)) {
-                exact = Some((IndexedField::Email, self.vault().blind_index("email", email.as_str()).to_vec()));
-            }
+        if let Some(raw) = &search.email
+            && let Some(email) = errors.take("email", Email::parse(raw))
+        {
+            exact = Some((IndexedField::Email, self.vault().blind_index("email", email.as_str()).to_vec()));
         }
         if let Some(raw) = &search.id_number {
-            let parsed = IdNumber::parse(IdKind::ResidentId, raw).or_else(|_| IdNumber::parse(IdKind::Passport, raw));
+            let parsed =
+                IdNumber::parse(IdKind::ResidentId, raw).or_else(|_| IdNumber::parse(IdKind::Passport, raw));
             if let Some(id) = errors.take("id_number", parsed) {
                 exact = Some((IndexedField::IdNumber, id_number_index(self.vault(), &id).to_vec()));
             }
@@ -739,9 +807,21 @@ impl Services {
         }
         if let Some(q) = search.q.as_deref().filter(|q| text::clean(q).is_some()) {
             match classify(q) {
-                Term::Phone(phone) => exact = Some((IndexedField::Phone, self.vault().blind_index("phone", phone.as_str()).to_vec())),
-                Term::Email(email) => exact = Some((IndexedField::Email, self.vault().blind_index("email", email.as_str()).to_vec())),
-                Term::IdNumber(id) => exact = Some((IndexedField::IdNumber, id_number_index(self.vault(), &id).to_vec())),
+                Term::Phone(phone) => {
+                    exact = Some((
+                        IndexedField::Phone,
+                        self.vault().blind_index("phone", phone.as_str()).to_vec(),
+                    ))
+                }
+                Term::Email(email) => {
+                    exact = Some((
+                        IndexedField::Email,
+                        self.vault().blind_index("email", email.as_str()).to_vec(),
+                    ))
+                }
+                Term::IdNumber(id) => {
+                    exact = Some((IndexedField::IdNumber, id_number_index(self.vault(), &id).to_vec()))
+                }
                 Term::Name(name) => name_prefix = Some(name_key(&name)),
             }
         }
@@ -773,7 +853,13 @@ impl Services {
             None => None,
             Some(raw) => {
                 let text = cursor_decode(raw)?;
-                let bad = || ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out");
+                let bad = || {
+                    ServiceError::invalid(
+                        "cursor",
+                        "cursor.invalid",
+                        "the cursor is not one this server gave out",
+                    )
+                };
                 Some(if let Some(rest) = text.strip_prefix("n:") {
                     let (key, id) = rest.rsplit_once('\u{1f}').ok_or_else(bad)?;
                     CustomerCursor::AfterName(key.to_owned(), id.parse().map_err(|_| bad())?)
@@ -798,18 +884,29 @@ impl Services {
         self.customer_page(records, limit, Some(by_name)).await
     }
 
-    async fn customer_page(&self, records: Vec<CustomerRecord>, limit: i64, ordered_by_name: Option<bool>) -> ServiceResult<Page<CustomerView>> {
+    async fn customer_page(
+        &self,
+        records: Vec<CustomerRecord>,
+        limit: i64,
+        ordered_by_name: Option<bool>,
+    ) -> ServiceResult<Page<CustomerView>> {
         let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
         let mut tags = self.database().read(move |conn| repo::tags_of(conn, &ids)).await?;
         let page = Page::from_overfetch(records, limit, |record| match ordered_by_name {
-            Some(true) => cursor_encode(&format!("n:{}\u{1f}{}", record.name_key.clone().unwrap_or_default(), record.id)),
+            Some(true) => cursor_encode(&format!(
+                "n:{}\u{1f}{}",
+                record.name_key.clone().unwrap_or_default(),
+                record.id
+            )),
             _ => cursor_encode(&format!("i:{}", record.id)),
         });
         let next_cursor = if ordered_by_name.is_some() { page.next_cursor } else { None };
         let items = page
             .items
             .iter()
-            .map(|record| self.customer_view(record, tags.remove(&record.id).unwrap_or_default(), None, false))
+            .map(|record| {
+                self.customer_view(record, tags.remove(&record.id).unwrap_or_default(), None, false)
+            })
             .collect::<ServiceResult<Vec<_>>>()?;
         Ok(Page { items, next_cursor })
     }
@@ -827,7 +924,11 @@ impl Services {
         let detail = serde_json::Value::Object(input.detail.clone().unwrap_or_default());
         let detail_json = detail.to_string();
         if detail_json.len() > limits::EVENT_DETAIL_BYTES_MAX {
-            errors.push(FieldError::new("detail", "detail.too_large", format!("detail is larger than {} bytes", limits::EVENT_DETAIL_BYTES_MAX)));
+            errors.push(FieldError::new(
+                "detail",
+                "detail.too_large",
+                format!("detail is larger than {} bytes", limits::EVENT_DETAIL_BYTES_MAX),
+            ));
         }
         let now_ms = self.now_ms();
         let occurred_at_ms = match &input.occurred_at {
@@ -903,10 +1004,15 @@ impl Services {
         let mut items: Vec<(i64, u8, i64, TimelineItem)> = events
             .iter()
             .map(|event| (event.occurred_at_ms, 0, event.id, event_item(event)))
-            .chain(bought.iter().map(|purchase| (purchase.occurred_at_ms, 1, purchase.id, purchase_item(purchase))))
+            .chain(
+                bought
+                    .iter()
+                    .map(|purchase| (purchase.occurred_at_ms, 1, purchase.id, purchase_item(purchase))),
+            )
             .collect();
-        items.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
-        let page = Page::from_overfetch(items, limit, |(at, rank, id, _)| cursor_encode_moment(*at, *rank, *id));
+        items.sort_by_key(|item| std::cmp::Reverse((item.0, item.1, item.2)));
+        let page =
+            Page::from_overfetch(items, limit, |(at, rank, id, _)| cursor_encode_moment(*at, *rank, *id));
         Ok(page.map(|(_, _, _, item)| item))
     }
 
@@ -919,16 +1025,25 @@ impl Services {
         input: ConsentInput,
     ) -> ServiceResult<Vec<ConsentView>> {
         let channel = ConsentChannel::parse(channel).map_err(|error| error.at("channel"))?;
-        let source = text::clean(&input.source)
-            .filter(|source| source.chars().count() <= 64)
-            .ok_or_else(|| ServiceError::invalid("source", "source.invalid", "say how consent was given (1 to 64 characters)"))?;
+        let source =
+            text::clean(&input.source).filter(|source| source.chars().count() <= 64).ok_or_else(|| {
+                ServiceError::invalid(
+                    "source",
+                    "source.invalid",
+                    "say how consent was given (1 to 64 characters)",
+                )
+            })?;
         let identity = access.identity().clone();
         let now_ms = self.now_ms();
         self.database()
             .write(move |conn| {
-                let customer = repo::get(conn, customer_id)?.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
+                let customer = repo::get(conn, customer_id)?
+                    .ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
                 if customer.status != "active" {
-                    return Err(ServiceError::conflict("customer.not_active", format!("customer {customer_id} is {}", customer.status)));
+                    return Err(ServiceError::conflict(
+                        "customer.not_active",
+                        format!("customer {customer_id} is {}", customer.status),
+                    ));
                 }
                 let record = ConsentRecord {
                     id: 0,
@@ -942,7 +1057,16 @@ impl Services {
                 let before = current_consents(&repo::consents_of(conn, customer_id)?);
                 repo::insert_consent(conn, &record)?;
                 let after = current_consents(&repo::consents_of(conn, customer_id)?);
-                audit::append(conn, &identity, now_ms, "customer.consent", "customer", customer_id, audit::snapshot(&before), audit::snapshot(&after))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "customer.consent",
+                    "customer",
+                    customer_id,
+                    audit::snapshot(&before),
+                    audit::snapshot(&after),
+                )?;
                 Ok(after)
             })
             .await
@@ -979,7 +1103,9 @@ impl Services {
             .map(|(field, records, mut tags)| {
                 let customers = records
                     .iter()
-                    .map(|record| self.customer_view(record, tags.remove(&record.id).unwrap_or_default(), None, false))
+                    .map(|record| {
+                        self.customer_view(record, tags.remove(&record.id).unwrap_or_default(), None, false)
+                    })
                     .collect::<ServiceResult<Vec<_>>>()?;
                 Ok(DuplicateGroupView { field: field.as_str().to_owned(), customers })
             })
@@ -995,7 +1121,11 @@ impl Services {
         merged_id: i64,
     ) -> ServiceResult<MergeOutcome> {
         if survivor_id == merged_id {
-            return Err(ServiceError::invalid("merge_id", "merge.same_customer", "a customer cannot be merged into itself"));
+            return Err(ServiceError::invalid(
+                "merge_id",
+                "merge.same_customer",
+                "a customer cannot be merged into itself",
+            ));
         }
         let identity = access.identity().clone();
         let services = self.clone();
@@ -1085,7 +1215,7 @@ impl Services {
     }
 
     pub async fn customer_count(&self) -> ServiceResult<i64> {
-        Ok(self.database().read(|conn| repo::count_active(conn)).await?)
+        Ok(self.database().read(repo::count_active).await?)
     }
 }
 

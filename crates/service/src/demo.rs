@@ -50,19 +50,92 @@ const CITIES: &[(&str, &str, &str, &str, &[&str])] = &[
 ];
 
 const SURNAMES: &[(&str, f64)] = &[
-    ("王", 7.1), ("李", 7.0), ("张", 6.7), ("刘", 5.4), ("陈", 4.5), ("杨", 3.1), ("黄", 2.2), ("赵", 2.0), ("吴", 1.9),
-    ("周", 1.9), ("徐", 1.5), ("孙", 1.5), ("马", 1.4), ("朱", 1.3), ("胡", 1.3), ("郭", 1.1), ("何", 1.1), ("高", 1.0),
-    ("林", 1.0), ("罗", 0.9), ("郑", 0.9), ("梁", 0.9), ("谢", 0.8), ("宋", 0.7), ("唐", 0.7), ("许", 0.6), ("韩", 0.6),
-    ("冯", 0.6), ("邓", 0.6), ("曹", 0.5), ("彭", 0.5), ("曾", 0.5), ("肖", 0.5), ("田", 0.5), ("董", 0.5), ("欧阳", 0.1),
+    ("王", 7.1),
+    ("李", 7.0),
+    ("张", 6.7),
+    ("刘", 5.4),
+    ("陈", 4.5),
+    ("杨", 3.1),
+    ("黄", 2.2),
+    ("赵", 2.0),
+    ("吴", 1.9),
+    ("周", 1.9),
+    ("徐", 1.5),
+    ("孙", 1.5),
+    ("马", 1.4),
+    ("朱", 1.3),
+    ("胡", 1.3),
+    ("郭", 1.1),
+    ("何", 1.1),
+    ("高", 1.0),
+    ("林", 1.0),
+    ("罗", 0.9),
+    ("郑", 0.9),
+    ("梁", 0.9),
+    ("谢", 0.8),
+    ("宋", 0.7),
+    ("唐", 0.7),
+    ("许", 0.6),
+    ("韩", 0.6),
+    ("冯", 0.6),
+    ("邓", 0.6),
+    ("曹", 0.5),
+    ("彭", 0.5),
+    ("曾", 0.5),
+    ("肖", 0.5),
+    ("田", 0.5),
+    ("董", 0.5),
+    ("欧阳", 0.1),
 ];
-const GIVEN_MALE: &[&str] = &["伟", "强", "磊", "军", "洋", "勇", "杰", "涛", "明", "超", "刚", "平", "辉", "鹏", "华", "飞", "鑫", "波", "斌", "宇", "浩", "凯", "健", "俊", "帆", "帅", "旭", "宁", "龙", "林", "晨", "博", "文", "志", "建", "国"];
-const GIVEN_FEMALE: &[&str] = &["芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "婷", "雪", "慧", "莹", "玲", "燕", "萍", "红", "颖", "琳", "欣", "悦", "佳", "怡", "蕾", "晴", "洁", "倩", "璐", "瑶", "雨", "梦", "思", "诗", "涵", "月", "小", "美"];
-const OCCUPATIONS: &[&str] = &["教师", "工程师", "医生", "护士", "会计", "销售", "设计师", "程序员", "公务员", "学生", "自由职业", "企业主", "律师", "厨师", "司机", "退休"];
-const INCOME_BANDS: &[(&str, f64)] = &[("below_5k", 2.0), ("5k_10k", 3.5), ("10k_20k", 2.8), ("20k_50k", 1.2), ("above_50k", 0.3)];
-const CHANNELS: &[(&str, f64)] = &[("store", 5.0), ("wechat", 2.0), ("app", 1.5), ("online_shop", 1.0), ("partner", 0.5)];
-const TAGS: &[&str] = &["咖啡控", "亲子", "学生", "夜猫子", "健身", "美妆达人", "吃货", "数码迷", "宠物", "周末购物", "高净值", "价格敏感"];
+const GIVEN_MALE: &[&str] = &[
+    "伟", "强", "磊", "军", "洋", "勇", "杰", "涛", "明", "超", "刚", "平", "辉", "鹏", "华", "飞", "鑫",
+    "波", "斌", "宇", "浩", "凯", "健", "俊", "帆", "帅", "旭", "宁", "龙", "林", "晨", "博", "文", "志",
+    "建", "国",
+];
+const GIVEN_FEMALE: &[&str] = &[
+    "芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "婷", "雪", "慧", "莹", "玲", "燕", "萍", "红", "颖",
+    "琳", "欣", "悦", "佳", "怡", "蕾", "晴", "洁", "倩", "璐", "瑶", "雨", "梦", "思", "诗", "涵", "月",
+    "小", "美",
+];
+const OCCUPATIONS: &[&str] = &[
+    "教师",
+    "工程师",
+    "医生",
+    "护士",
+    "会计",
+    "销售",
+    "设计师",
+    "程序员",
+    "公务员",
+    "学生",
+    "自由职业",
+    "企业主",
+    "律师",
+    "厨师",
+    "司机",
+    "退休",
+];
+const INCOME_BANDS: &[(&str, f64)] =
+    &[("below_5k", 2.0), ("5k_10k", 3.5), ("10k_20k", 2.8), ("20k_50k", 1.2), ("above_50k", 0.3)];
+const CHANNELS: &[(&str, f64)] =
+    &[("store", 5.0), ("wechat", 2.0), ("app", 1.5), ("online_shop", 1.0), ("partner", 0.5)];
+const TAGS: &[&str] = &[
+    "咖啡控",
+    "亲子",
+    "学生",
+    "夜猫子",
+    "健身",
+    "美妆达人",
+    "吃货",
+    "数码迷",
+    "宠物",
+    "周末购物",
+    "高净值",
+    "价格敏感",
+];
 const EMAIL_DOMAINS: &[&str] = &["qq.com", "163.com", "126.com", "gmail.com", "outlook.com", "sina.com"];
-const STREETS: &[&str] = &["人民路", "解放路", "中山路", "建设路", "和平路", "长江路", "文化路", "新华路", "青年路", "花园路"];
+const STREETS: &[&str] =
+    &["人民路", "解放路", "中山路", "建设路", "和平路", "长江路", "文化路", "新华路", "青年路", "花园路"];
 /// Category, weight, median spend in fen, spread.
 const CATEGORIES: &[(&str, f64, f64, f64)] = &[
     ("餐饮", 3.0, 6_800.0, 0.5),
@@ -101,7 +174,9 @@ pub fn write_stores(out: &mut impl Write) -> Result<(), ServiceError> {
     let io = |error: csv::Error| ServiceError::Config(format!("writing demo stores: {error}"));
     writer.write_record(["code", "name", "city", "address", "time_zone"]).map_err(io)?;
     for store in stores() {
-        writer.write_record([store.code.as_str(), &store.name, store.city, &store.address, "Asia/Shanghai"]).map_err(io)?;
+        writer
+            .write_record([store.code.as_str(), &store.name, store.city, &store.address, "Asia/Shanghai"])
+            .map_err(io)?;
     }
     writer.flush().map_err(|error| ServiceError::Config(format!("writing demo stores: {error}")))
 }
@@ -111,7 +186,8 @@ const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4,
 fn resident_id(region: &str, birthday: Date, sequence: u32, male: bool) -> String {
     // Odd 17th digit for men, even for women.
     let sequence = (sequence % 500) * 2 + u32::from(male);
-    let body = format!("{region}{:04}{:02}{:02}{sequence:03}", birthday.year(), birthday.month(), birthday.day());
+    let body =
+        format!("{region}{:04}{:02}{:02}{sequence:03}", birthday.year(), birthday.month(), birthday.day());
     let sum: u32 = body.bytes().zip(ID_WEIGHTS).map(|(digit, weight)| u32::from(digit - b'0') * weight).sum();
     let check = b"10X98765432"[(sum % 11) as usize] as char;
     format!("{body}{check}")
@@ -140,7 +216,8 @@ pub fn write_demo(
     mut progress: impl FnMut(u64),
 ) -> Result<(), ServiceError> {
     let io = |error: csv::Error| ServiceError::Config(format!("writing demo data: {error}"));
-    let zone = TimeZone::get("Asia/Shanghai").map_err(|_| ServiceError::Config("the time zone database lacks Asia/Shanghai".into()))?;
+    let zone = TimeZone::get("Asia/Shanghai")
+        .map_err(|_| ServiceError::Config("the time zone database lacks Asia/Shanghai".into()))?;
     let today = now.to_zoned(zone.clone()).date();
     let stores = stores();
     let mut rng = SeededRng::new(size.seed);
@@ -156,8 +233,23 @@ pub fn write_demo(
     let mut customers = csv::Writer::from_writer(customers_out);
     customers
         .write_record([
-            "external_id", "name", "gender", "birthday", "phone", "email", "id_number", "occupation", "income_band",
-            "province", "city", "address", "source_channel", "tags", "store_code", "consent_sms", "consent_email",
+            "external_id",
+            "name",
+            "gender",
+            "birthday",
+            "phone",
+            "email",
+            "id_number",
+            "occupation",
+            "income_band",
+            "province",
+            "city",
+            "address",
+            "source_channel",
+            "tags",
+            "store_code",
+            "consent_sms",
+            "consent_email",
             "consent_wechat",
         ])
         .map_err(io)?;
@@ -167,7 +259,8 @@ pub fn write_demo(
         let given_pool = if male { GIVEN_MALE } else { GIVEN_FEMALE };
         let mut name = format!("{surname}{}", rng.pick(given_pool));
         if rng.chance(0.7) {
-            name.push_str(*rng.pick(given_pool));
+            let given = rng.pick(given_pool);
+            name.push_str(given);
         }
         let age = (36.0 + 11.0 * rng.normal()).clamp(18.0, 80.0) as i64;
         let birthday = today
@@ -179,12 +272,17 @@ pub fn write_demo(
         let phone = if duplicate {
             previous_phone.clone()
         } else {
-            let prefixes = ["138", "139", "136", "137", "150", "151", "158", "159", "186", "187", "188", "177", "199"];
+            let prefixes =
+                ["138", "139", "136", "137", "150", "151", "158", "159", "186", "187", "188", "177", "199"];
             let digits = (index.wrapping_mul(48_271).wrapping_add(12_345_679)) % 100_000_000;
             format!("{}{digits:08}", rng.pick(&prefixes))
         };
         previous_phone.clone_from(&phone);
-        let email = if rng.chance(0.4) { format!("member{index}@{}", rng.pick(EMAIL_DOMAINS)) } else { String::new() };
+        let email = if rng.chance(0.4) {
+            format!("member{index}@{}", rng.pick(EMAIL_DOMAINS))
+        } else {
+            String::new()
+        };
         let id_number = if rng.chance(0.3) && !duplicate {
             let sequence = id_sequences.entry((store.region_code, birthday)).or_insert(0);
             *sequence += 1;
@@ -225,7 +323,8 @@ pub fn write_demo(
         let spend = rng.log_normal(1.0, 0.45);
         let start = rng.below(u64::from(window_days) * 2 / 3) as u32;
         let churned = rng.chance(0.25);
-        let until = if churned { start + rng.below(u64::from(window_days - start)) as u32 } else { window_days };
+        let until =
+            if churned { start + rng.below(u64::from(window_days - start)) as u32 } else { window_days };
         shoppers.push(Shopper {
             home_store,
             activity,
@@ -242,10 +341,20 @@ pub fn write_demo(
 
     let mut transactions = csv::Writer::from_writer(transactions_out);
     transactions
-        .write_record(["external_id", "customer_external_id", "store_code", "occurred_at", "amount", "category", "channel"])
+        .write_record([
+            "external_id",
+            "customer_external_id",
+            "store_code",
+            "occurred_at",
+            "amount",
+            "category",
+            "channel",
+        ])
         .map_err(io)?;
     if shoppers.is_empty() {
-        return transactions.flush().map_err(|error| ServiceError::Config(format!("writing demo data: {error}")));
+        return transactions
+            .flush()
+            .map_err(|error| ServiceError::Config(format!("writing demo data: {error}")));
     }
     let mut cumulative = Vec::with_capacity(shoppers.len());
     let mut total = 0.0;
@@ -253,13 +362,16 @@ pub fn write_demo(
         total += shopper.activity;
         cumulative.push(total);
     }
-    let window_start = today.checked_sub(i64::from(window_days).days()).map_err(|_| ServiceError::Config("demo window out of range".into()))?;
+    let window_start = today
+        .checked_sub(i64::from(window_days).days())
+        .map_err(|_| ServiceError::Config("demo window out of range".into()))?;
     let now_ms = now.as_millisecond();
     for index in 0..size.transactions {
         let target = rng.next_f64() * total;
         let who = cumulative.partition_point(|sum| *sum <= target).min(shoppers.len() - 1);
         let shopper = &shoppers[who];
-        let day = shopper.active_from_day + rng.below(u64::from(shopper.active_until_day - shopper.active_from_day)) as u32;
+        let day = shopper.active_from_day
+            + rng.below(u64::from(shopper.active_until_day - shopper.active_from_day)) as u32;
         let date = window_start.checked_add(i64::from(day).days()).unwrap_or(today);
         let hour = (10.0 + 12.0 * rng.next_f64().powf(0.8)) as i64;
         let moment = date
@@ -271,10 +383,18 @@ pub fn write_demo(
         let local = Timestamp::from_millisecond(moment)
             .map(|at| at.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        let category = if rng.chance(0.45) { shopper.favourite_category as usize } else { rng.weighted(&category_weights) };
+        let category = if rng.chance(0.45) {
+            shopper.favourite_category as usize
+        } else {
+            rng.weighted(&category_weights)
+        };
         let (category_name, _, median, spread) = CATEGORIES[category];
         let amount = (rng.log_normal(median * shopper.spend, spread)).clamp(100.0, 5_000_000.0) as i64;
-        let store_index = if rng.chance(0.85) { shopper.home_store as usize } else { rng.below(stores.len() as u64) as usize };
+        let store_index = if rng.chance(0.85) {
+            shopper.home_store as usize
+        } else {
+            rng.below(stores.len() as u64) as usize
+        };
         let channel = match rng.weighted(&[7.0, 2.0, 1.0]) {
             0 => "store",
             1 => "online_shop",
@@ -331,7 +451,11 @@ mod tests {
             let phone = cardcrm_domain::phone::Phone::parse(&record[4]).unwrap();
             assert!(phones.insert(phone), "phones are unique without duplicates");
             if !record[6].is_empty() {
-                let id = cardcrm_domain::id_number::IdNumber::parse(cardcrm_domain::id_number::IdKind::ResidentId, &record[6]).unwrap();
+                let id = cardcrm_domain::id_number::IdNumber::parse(
+                    cardcrm_domain::id_number::IdKind::ResidentId,
+                    &record[6],
+                )
+                .unwrap();
                 assert_eq!(id.birth_date().unwrap().to_string(), &record[3]);
             }
         }
@@ -348,6 +472,9 @@ mod tests {
         let mut sorted: Vec<usize> = counts.values().copied().collect();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         let top_decile: usize = sorted.iter().take(100).sum();
-        assert!(top_decile * 100 / 50_000 > 25, "the top 10% of customers make over a quarter of purchases ({top_decile})");
+        assert!(
+            top_decile * 100 / 50_000 > 25,
+            "the top 10% of customers make over a quarter of purchases ({top_decile})"
+        );
     }
 }

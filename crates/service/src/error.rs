@@ -17,8 +17,10 @@ pub enum ServiceError {
     /// The caller's copy is stale: someone changed the record since it was read.
     #[error("{entity} {id} was changed by someone else (now at version {current_version}); reload and retry")]
     StaleVersion { entity: &'static str, id: String, current_version: i64 },
-    #[error("authentication required: {0}")]
-    Unauthenticated(&'static str),
+    /// No valid credentials. `code`: `auth.required`, `auth.invalid_credentials`,
+    /// `auth.session_expired`, `auth.token_invalid`.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: &'static str },
     #[error("too many failed logins; the account is locked until {until}")]
     Locked { until: String },
     #[error("{message}")]
@@ -46,6 +48,10 @@ impl ServiceError {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: &'static str) -> Self {
+        Self::Unauthenticated { code, message }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

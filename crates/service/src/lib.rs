@@ -22,6 +22,7 @@ pub mod staff;
 pub mod stores;
 pub mod view;
 
+pub use cardcrm_store::StoreError;
 pub use error::{ServiceError, ServiceResult};
 pub use identity::{Access, Identity, perm};
 pub use services::Services;

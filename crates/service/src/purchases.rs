@@ -105,7 +105,8 @@ impl Services {
             Some(raw) => errors.take("currency", Currency::parse(raw)),
             None => Some(self.currency()),
         };
-        let category = input.category.as_deref().and_then(|raw| errors.take("category", parse_category(raw))).flatten();
+        let category =
+            input.category.as_deref().and_then(|raw| errors.take("category", parse_category(raw))).flatten();
         let channel = match &input.channel {
             Some(raw) => errors.take("channel", Channel::parse(raw)),
             None => Some(Channel::Store),
@@ -132,7 +133,11 @@ impl Services {
                 let zone = match store_id {
                     Some(id) => {
                         let store = organisation::get(conn, id)?.ok_or_else(|| {
-                            ServiceError::invalid("store_id", "store.unknown", format!("store {id} does not exist"))
+                            ServiceError::invalid(
+                                "store_id",
+                                "store.unknown",
+                                format!("store {id} does not exist"),
+                            )
                         })?;
                         jiff::tz::TimeZone::get(&store.time_zone).unwrap_or_else(|_| default_zone.clone())
                     }
@@ -142,10 +147,19 @@ impl Services {
                     .map_err(|error| error.at("occurred_at"))?
                     .as_millisecond();
                 if occurred_at_ms > now_ms + 5 * 60_000 {
-                    return Err(ServiceError::invalid("occurred_at", "occurred_at.future", "the purchase is in the future"));
+                    return Err(ServiceError::invalid(
+                        "occurred_at",
+                        "occurred_at.future",
+                        "the purchase is in the future",
+                    ));
                 }
-                let customer = customer_repo::get(conn, customer_id)?
-                    .ok_or_else(|| ServiceError::invalid("customer_id", "customer.unknown", format!("customer {customer_id} does not exist")))?;
+                let customer = customer_repo::get(conn, customer_id)?.ok_or_else(|| {
+                    ServiceError::invalid(
+                        "customer_id",
+                        "customer.unknown",
+                        format!("customer {customer_id} does not exist"),
+                    )
+                })?;
                 let owner = customer.merged_into_id.unwrap_or(customer.id);
                 let record = PurchaseRecord {
                     id: 0,
@@ -163,16 +177,35 @@ impl Services {
                 match repo::insert(conn, &record)? {
                     Some(id) => {
                         let stored = PurchaseRecord { id, ..record };
-                        audit::append(conn, &identity, now_ms, "purchase.create", "purchase", id, None, audit::snapshot(&PurchaseView::from(&stored)))?;
+                        audit::append(
+                            conn,
+                            &identity,
+                            now_ms,
+                            "purchase.create",
+                            "purchase",
+                            id,
+                            None,
+                            audit::snapshot(&PurchaseView::from(&stored)),
+                        )?;
                         Ok((stored, true))
                     }
                     None => {
-                        let existing = repo::by_external_id(conn, external_id.as_deref().unwrap_or_default())?
-                            .ok_or_else(|| ServiceError::conflict("purchase.conflict", "the purchase could not be stored"))?;
+                        let existing =
+                            repo::by_external_id(conn, external_id.as_deref().unwrap_or_default())?
+                                .ok_or_else(|| {
+                                    ServiceError::conflict(
+                                        "purchase.conflict",
+                                        "the purchase could not be stored",
+                                    )
+                                })?;
                         if !same_purchase(&existing, &record) {
                             return Err(ServiceError::conflict(
                                 "purchase.external_id_reused",
-                                format!("external id {} was already used for a different purchase ({})", existing.external_id.clone().unwrap_or_default(), existing.id),
+                                format!(
+                                    "external id {} was already used for a different purchase ({})",
+                                    existing.external_id.clone().unwrap_or_default(),
+                                    existing.id
+                                ),
                             ));
                         }
                         Ok((existing, false))
@@ -201,8 +234,10 @@ impl Services {
                 Ok(repo::of_customer(conn, customer_id, before, limit + 1)?)
             })
             .await?;
-        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_moment(record.occurred_at_ms, 1, record.id))
-            .map(|record| PurchaseView::from(&record)))
+        Ok(Page::from_overfetch(records, limit, |record| {
+            cursor_encode_moment(record.occurred_at_ms, 1, record.id)
+        })
+        .map(|record| PurchaseView::from(&record)))
     }
 }
 

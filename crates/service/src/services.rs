@@ -61,7 +61,8 @@ impl Services {
             .await
             .map_err(|_| ServiceError::Config("opening the database panicked".into()))??;
         let vault = Vault::new(material)?;
-        let currency = Currency::parse(&settings.currency).map_err(|error| ServiceError::Config(error.to_string()))?;
+        let currency =
+            Currency::parse(&settings.currency).map_err(|error| ServiceError::Config(error.to_string()))?;
         let default_zone = TimeZone::get(&settings.default_time_zone)
             .map_err(|_| ServiceError::Config(format!("unknown time zone {}", settings.default_time_zone)))?;
         let services = Self {
@@ -164,4 +165,28 @@ impl Services {
 
 fn key_check_seal(key_id: u32) -> Seal {
     Seal { table: "system", column: "key_check", row_id: i64::from(key_id) }
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    pub version: String,
+    pub schema_version: i64,
+}
+
+impl Services {
+    /// Whether the database answers.
+    pub async fn health(&self) -> Health {
+        let answered = self.database().read(cardcrm_store::repo::organisation::ping).await;
+        Health {
+            status: if answered.is_ok() { "ok" } else { "unavailable" }.into(),
+            database: self.database().backend().as_str().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            schema_version: cardcrm_store::migrate::latest_version(),
+        }
+    }
 }

@@ -98,11 +98,17 @@ pub struct StaffWithPassword {
 pub fn parse_username(raw: &str) -> Result<String, FieldError> {
     let cleaned = text::clean(raw).unwrap_or_default().to_lowercase();
     let valid = (3..=limits::USERNAME_LENGTH_MAX).contains(&cleaned.len())
-        && cleaned.chars().all(|character| character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-'));
+        && cleaned
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-'));
     if valid {
         Ok(cleaned)
     } else {
-        Err(FieldError::new("username", "username.invalid", "a username has 3 to 64 of a-z, 0-9, dot, underscore, dash"))
+        Err(FieldError::new(
+            "username",
+            "username.invalid",
+            "a username has 3 to 64 of a-z, 0-9, dot, underscore, dash",
+        ))
     }
 }
 
@@ -174,7 +180,11 @@ impl Services {
             .write(move |conn| {
                 if let Some(store_id) = record.store_id {
                     organisation::get(conn, store_id)?.ok_or_else(|| {
-                        ServiceError::invalid("store_id", "store.unknown", format!("store {store_id} does not exist"))
+                        ServiceError::invalid(
+                            "store_id",
+                            "store.unknown",
+                            format!("store {store_id} does not exist"),
+                        )
                     })?;
                 }
                 if repo::by_username(conn, &record.username)?.is_some() {
@@ -186,7 +196,16 @@ impl Services {
                 let mut stored = record.clone();
                 stored.id = repo::insert(conn, &record)?;
                 let view = StaffView::from(&stored);
-                audit::append(conn, &identity, now_ms, "staff.create", "staff", stored.id, None, audit::snapshot(&view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "staff.create",
+                    "staff",
+                    stored.id,
+                    None,
+                    audit::snapshot(&view),
+                )?;
                 Ok(view)
             })
             .await?;
@@ -229,7 +248,11 @@ impl Services {
                     after.store_id = None;
                 } else if let Some(store_id) = change.store_id.filter(|store| *store > 0) {
                     organisation::get(conn, store_id)?.ok_or_else(|| {
-                        ServiceError::invalid("store_id", "store.unknown", format!("store {store_id} does not exist"))
+                        ServiceError::invalid(
+                            "store_id",
+                            "store.unknown",
+                            format!("store {store_id} does not exist"),
+                        )
                     })?;
                     after.store_id = Some(store_id);
                 }
@@ -244,15 +267,28 @@ impl Services {
                     && before.status == "active"
                     && (after.role != "admin" || after.status != "active");
                 if removes_admin && repo::count_active_admins(conn)? <= 1 {
-                    return Err(ServiceError::conflict("staff.last_admin", "this is the last active administrator"));
+                    return Err(ServiceError::conflict(
+                        "staff.last_admin",
+                        "this is the last active administrator",
+                    ));
                 }
                 after.updated_at_ms = now_ms;
                 repo::update(conn, &after)?;
-                if after.status != "active" || after.role != before.role || after.store_id != before.store_id {
+                if after.status != "active" || after.role != before.role || after.store_id != before.store_id
+                {
                     repo::delete_sessions_of(conn, id)?;
                 }
                 let (before_view, after_view) = (StaffView::from(&before), StaffView::from(&after));
-                audit::append(conn, &identity, now_ms, "staff.update", "staff", id, audit::snapshot(&before_view), audit::snapshot(&after_view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "staff.update",
+                    "staff",
+                    id,
+                    audit::snapshot(&before_view),
+                    audit::snapshot(&after_view),
+                )?;
                 Ok(after_view)
             })
             .await
@@ -267,7 +303,11 @@ impl Services {
         password: Option<String>,
     ) -> ServiceResult<StaffWithPassword> {
         let identity = access.identity().clone();
-        let current = self.database().read(move |conn| repo::get(conn, id)).await?.ok_or_else(|| ServiceError::not_found("staff", id))?;
+        let current = self
+            .database()
+            .read(move |conn| repo::get(conn, id))
+            .await?
+            .ok_or_else(|| ServiceError::not_found("staff", id))?;
         may_manage(&identity, Role::parse(&current.role).unwrap_or(Role::Clerk), current.store_id)?;
         let generated = password.is_none().then(crypto::random_password);
         let password = password.or_else(|| generated.clone()).unwrap_or_default();
@@ -310,11 +350,12 @@ impl Services {
         let limit = page_limit(limit);
         let store = access.scope.store_id();
         let records = self.database().read(move |conn| repo::list(conn, store, after, limit + 1)).await?;
-        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id)).map(|record| StaffView::from(&record)))
+        Ok(Page::from_overfetch(records, limit, |record| cursor_encode_id(record.id))
+            .map(|record| StaffView::from(&record)))
     }
 
     pub async fn staff_count(&self) -> ServiceResult<i64> {
-        Ok(self.database().read(|conn| repo::count(conn)).await?)
+        Ok(self.database().read(repo::count).await?)
     }
 }
 

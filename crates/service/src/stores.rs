@@ -63,28 +63,44 @@ pub struct StoreInput {
 /// A store code: 1 to 32 of `A-Z 0-9 - _`, upper-cased.
 pub fn parse_store_code(raw: &str) -> Result<String, FieldError> {
     let code = text::clean(raw).unwrap_or_default().to_uppercase();
-    if (1..=32).contains(&code.len()) && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if (1..=32).contains(&code.len())
+        && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Ok(code)
     } else {
-        Err(FieldError::new("code", "store_code.invalid", format!("`{raw}` is not a store code (1 to 32 of A-Z, 0-9, - and _)")))
+        Err(FieldError::new(
+            "code",
+            "store_code.invalid",
+            format!("`{raw}` is not a store code (1 to 32 of A-Z, 0-9, - and _)"),
+        ))
     }
 }
 
 fn parse_zone(raw: &str) -> Result<String, FieldError> {
     let zone = raw.trim();
-    jiff::tz::TimeZone::get(zone)
-        .map(|_| zone.to_owned())
-        .map_err(|_| FieldError::new("time_zone", "time_zone.invalid", format!("`{raw}` is not a time zone such as Asia/Shanghai")))
+    jiff::tz::TimeZone::get(zone).map(|_| zone.to_owned()).map_err(|_| {
+        FieldError::new(
+            "time_zone",
+            "time_zone.invalid",
+            format!("`{raw}` is not a time zone such as Asia/Shanghai"),
+        )
+    })
 }
 
 fn optional_text(errors: &mut FieldErrors, field: &str, raw: &Option<String>) -> Option<Option<String>> {
     raw.as_ref().map(|value| {
-        errors.take(field, cardcrm_domain::customer::parse_bounded_text(field, value, limits::TEXT_LENGTH_MAX)).flatten()
+        errors
+            .take(field, cardcrm_domain::customer::parse_bounded_text(field, value, limits::TEXT_LENGTH_MAX))
+            .flatten()
     })
 }
 
 impl Services {
-    pub async fn create_store(&self, access: Access<'_, perm::StoreManage>, input: StoreInput) -> ServiceResult<StoreView> {
+    pub async fn create_store(
+        &self,
+        access: Access<'_, perm::StoreManage>,
+        input: StoreInput,
+    ) -> ServiceResult<StoreView> {
         let mut errors = FieldErrors::new();
         let code = match &input.code {
             Some(raw) => errors.take("code", parse_store_code(raw)),
@@ -121,18 +137,34 @@ impl Services {
         self.insert_store(access.identity(), record).await
     }
 
-    pub(crate) async fn insert_store(&self, identity: &Identity, record: StoreRecord) -> ServiceResult<StoreView> {
+    pub(crate) async fn insert_store(
+        &self,
+        identity: &Identity,
+        record: StoreRecord,
+    ) -> ServiceResult<StoreView> {
         let identity = identity.clone();
         let now_ms = record.created_at_ms;
         self.database()
             .write(move |conn| {
                 if repo::by_code(conn, &record.code)?.is_some() {
-                    return Err(ServiceError::conflict("store.code_taken", format!("store code {} is taken", record.code)));
+                    return Err(ServiceError::conflict(
+                        "store.code_taken",
+                        format!("store code {} is taken", record.code),
+                    ));
                 }
                 let mut stored = record.clone();
                 stored.id = repo::insert(conn, &record)?;
                 let view = StoreView::from(&stored);
-                audit::append(conn, &identity, now_ms, "store.create", "store", stored.id, None, audit::snapshot(&view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "store.create",
+                    "store",
+                    stored.id,
+                    None,
+                    audit::snapshot(&view),
+                )?;
                 Ok(view)
             })
             .await
@@ -191,7 +223,16 @@ impl Services {
                 after.updated_at_ms = now_ms;
                 repo::update(conn, &after)?;
                 let (before_view, after_view) = (StoreView::from(&before), StoreView::from(&after));
-                audit::append(conn, &identity, now_ms, "store.update", "store", id, audit::snapshot(&before_view), audit::snapshot(&after_view))?;
+                audit::append(
+                    conn,
+                    &identity,
+                    now_ms,
+                    "store.update",
+                    "store",
+                    id,
+                    audit::snapshot(&before_view),
+                    audit::snapshot(&after_view),
+                )?;
                 Ok(after_view)
             })
             .await
@@ -199,7 +240,7 @@ impl Services {
 
     /// Every store; any signed-in identity may list them.
     pub async fn list_stores(&self, _identity: &Identity) -> ServiceResult<Vec<StoreView>> {
-        let records = self.database().read(|conn| repo::list(conn)).await?;
+        let records = self.database().read(repo::list).await?;
         Ok(records.iter().map(StoreView::from).collect())
     }
 

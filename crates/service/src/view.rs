@@ -38,11 +38,9 @@ pub fn cursor_encode(text: &str) -> String {
 }
 
 pub fn cursor_decode(cursor: &str) -> Result<String, ServiceError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out"))
+    URL_SAFE_NO_PAD.decode(cursor.trim()).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(
+        || ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out"),
+    )
 }
 
 pub fn cursor_encode_id(id: i64) -> String {
@@ -50,10 +48,9 @@ pub fn cursor_encode_id(id: i64) -> String {
 }
 
 pub fn cursor_decode_id(cursor: &str) -> Result<i64, ServiceError> {
-    cursor_decode(cursor)?
-        .strip_prefix("i:")
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out"))
+    cursor_decode(cursor)?.strip_prefix("i:").and_then(|id| id.parse().ok()).ok_or_else(|| {
+        ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out")
+    })
 }
 
 /// Cursor of a time-ordered list: `(epoch ms, rank, id)`.
@@ -67,9 +64,17 @@ pub fn cursor_decode_moment(cursor: &str) -> Result<(i64, u8, i64), ServiceError
     match parts.as_slice() {
         [at, rank, id] => match (at.parse(), rank.parse(), id.parse()) {
             (Ok(at), Ok(rank), Ok(id)) => Ok((at, rank, id)),
-            _ => Err(ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out")),
+            _ => Err(ServiceError::invalid(
+                "cursor",
+                "cursor.invalid",
+                "the cursor is not one this server gave out",
+            )),
         },
-        _ => Err(ServiceError::invalid("cursor", "cursor.invalid", "the cursor is not one this server gave out")),
+        _ => Err(ServiceError::invalid(
+            "cursor",
+            "cursor.invalid",
+            "the cursor is not one this server gave out",
+        )),
     }
 }
 

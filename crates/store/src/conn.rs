@@ -91,10 +91,10 @@ impl<'c> Conn<'c> {
     }
 
     fn note<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
-        if let Err(error) = &result {
-            if error.is_retryable() {
-                self.retryable_failure = true;
-            }
+        if let Err(error) = &result
+            && error.is_retryable()
+        {
+            self.retryable_failure = true;
         }
         result
     }
@@ -231,7 +231,9 @@ impl<'c> Conn<'c> {
                 Ok((current + 1..=last).collect())
             }
             Backend::Postgres => {
-                let sql = format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)");
+                let sql = format!(
+                    "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)"
+                );
                 self.query(&sql, &[Value::I64(count as i64)], |row| row.get(0))
             }
         }
@@ -253,9 +255,12 @@ impl<'c> Conn<'c> {
         }
         let column_list = columns.join(", ");
         match self.backend() {
-            Backend::Sqlite => {
-                self.insert_rows_with(table, columns, rows, &format!(" ON CONFLICT {conflict_target} DO NOTHING"))
-            }
+            Backend::Sqlite => self.insert_rows_with(
+                table,
+                columns,
+                rows,
+                &format!(" ON CONFLICT {conflict_target} DO NOTHING"),
+            ),
             Backend::Postgres => {
                 let staging = format!("staging_{table}");
                 self.batch(&format!(
@@ -278,7 +283,12 @@ impl<'c> Conn<'c> {
 
     /// Inserts many rows at once: multi-row INSERT on SQLite, binary COPY on PostgreSQL.
     /// Every row must have one value per column.
-    pub fn insert_rows(&mut self, table: &str, columns: &[&str], rows: &[Vec<Value<'_>>]) -> StoreResult<u64> {
+    pub fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Value<'_>>],
+    ) -> StoreResult<u64> {
         self.insert_rows_with(table, columns, rows, "")
     }
 

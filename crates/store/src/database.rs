@@ -68,7 +68,8 @@ impl Location {
         if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
             return Ok(Self::Postgres(trimmed.to_owned()));
         }
-        let path = trimmed.strip_prefix("sqlite://").or_else(|| trimmed.strip_prefix("sqlite:")).unwrap_or(trimmed);
+        let path =
+            trimmed.strip_prefix("sqlite://").or_else(|| trimmed.strip_prefix("sqlite:")).unwrap_or(trimmed);
         if path.is_empty() || path.contains("://") {
             return Err(StoreError::BadUrl(redact_url(url)));
         }
@@ -322,8 +323,9 @@ fn run_batch(conn: &mut Conn<'_>, begin: &str, jobs: Vec<Box<dyn WriteJob>>) {
                 break;
             }
             let retryable = conn.take_retryable_failure();
-            if let Err(error) =
-                conn.control("ROLLBACK TO SAVEPOINT unit").and_then(|()| conn.control("RELEASE SAVEPOINT unit"))
+            if let Err(error) = conn
+                .control("ROLLBACK TO SAVEPOINT unit")
+                .and_then(|()| conn.control("RELEASE SAVEPOINT unit"))
             {
                 savepoint_error = Some(error);
                 break;
@@ -383,7 +385,11 @@ fn gather(
     batch
 }
 
-fn sqlite_connection(path: &std::path::Path, options: &DatabaseOptions, writer: bool) -> StoreResult<rusqlite::Connection> {
+fn sqlite_connection(
+    path: &std::path::Path,
+    options: &DatabaseOptions,
+    writer: bool,
+) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if writer {
@@ -424,13 +430,11 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     for index in 0..options.sqlite_readers.max(1) {
         let connection = sqlite_connection(path, options, false)?;
         let receiver = read_receiver.clone();
-        workers.push(
-            std::thread::Builder::new().name(format!("sqlite-read-{index}")).spawn(move || {
-                while let Ok(job) = receiver.recv() {
-                    job(&mut Conn::sqlite(&connection));
-                }
-            })?,
-        );
+        workers.push(std::thread::Builder::new().name(format!("sqlite-read-{index}")).spawn(move || {
+            while let Ok(job) = receiver.recv() {
+                job(&mut Conn::sqlite(&connection));
+            }
+        })?);
     }
     let writer_options = options.clone();
     workers.push(std::thread::Builder::new().name("sqlite-write".into()).spawn(move || {

@@ -18,7 +18,9 @@ pub enum StoreError {
     NoRow,
     #[error("migration {version} ({name}) failed: {message}")]
     Migration { version: i64, name: String, message: String },
-    #[error("database url `{0}` is not understood; use a file path, sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    #[error(
+        "database url `{0}` is not understood; use a file path, sqlite://PATH or postgres://USER@HOST:PORT/DB"
+    )]
     BadUrl(String),
     #[error("the storage workers have stopped")]
     Closed,

@@ -57,7 +57,7 @@ fn render(sql: &str, backend: Backend) -> String {
     out
 }
 
-const POSTGRES_MIGRATION_LOCK: i64 = 0x6361_7264_6372_6d;
+const POSTGRES_MIGRATION_LOCK: i64 = 0x0063_6172_6463_726d;
 
 /// Applies every migration not yet applied. Refuses a database that a newer build migrated.
 pub(crate) fn run(conn: &mut Conn<'_>) -> StoreResult<()> {
@@ -77,7 +77,8 @@ pub(crate) fn run(conn: &mut Conn<'_>) -> StoreResult<()> {
 }
 
 fn apply_pending(conn: &mut Conn<'_>, backend: Backend) -> StoreResult<()> {
-    let applied: Vec<i64> = conn.query("SELECT version FROM schema_migrations ORDER BY version", &[], |row| row.get(0))?;
+    let applied: Vec<i64> =
+        conn.query("SELECT version FROM schema_migrations ORDER BY version", &[], |row| row.get(0))?;
     if let Some(newest) = applied.last().filter(|newest| **newest > latest_version()) {
         return Err(StoreError::Migration {
             version: *newest,
@@ -134,6 +135,8 @@ mod tests {
         assert!(sqlite.contains("SQLITE ONLY") && !sqlite.contains("PG ONLY") && sqlite.contains("BOTH"));
         let postgres = render(sql, Backend::Postgres);
         assert!(postgres.contains("id BIGSERIAL PRIMARY KEY, b BYTEA"));
-        assert!(!postgres.contains("SQLITE ONLY") && postgres.contains("PG ONLY") && postgres.contains("BOTH"));
+        assert!(
+            !postgres.contains("SQLITE ONLY") && postgres.contains("PG ONLY") && postgres.contains("BOTH")
+        );
     }
 }

@@ -109,10 +109,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Some(url) = &self.admin_url {
-            if let Err(error) = admin(url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-                eprintln!("could not drop test database {}: {error}", self.name);
-            }
+        if let Some(url) = &self.admin_url
+            && let Err(error) = admin(url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+        {
+            eprintln!("could not drop test database {}: {error}", self.name);
         }
     }
 }
@@ -125,6 +125,9 @@ mod tests {
     fn database_name_replacement() {
         assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
         assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

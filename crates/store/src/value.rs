@@ -200,9 +200,18 @@ fn pg_i64(row: &postgres::Row, index: usize) -> StoreResult<Option<i64>> {
     let ty = row.columns().get(index).ok_or_else(|| decode(index, "no such column"))?.type_().clone();
     match ty {
         Type::INT8 => row.try_get::<_, Option<i64>>(index).map_err(|error| decode(index, error)),
-        Type::INT4 => row.try_get::<_, Option<i32>>(index).map(|value| value.map(i64::from)).map_err(|error| decode(index, error)),
-        Type::INT2 => row.try_get::<_, Option<i16>>(index).map(|value| value.map(i64::from)).map_err(|error| decode(index, error)),
-        Type::BOOL => row.try_get::<_, Option<bool>>(index).map(|value| value.map(i64::from)).map_err(|error| decode(index, error)),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(index)
+            .map(|value| value.map(i64::from))
+            .map_err(|error| decode(index, error)),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(index)
+            .map(|value| value.map(i64::from))
+            .map_err(|error| decode(index, error)),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(index)
+            .map(|value| value.map(i64::from))
+            .map_err(|error| decode(index, error)),
         other => Err(decode(index, format!("expected an integer column, found {other}"))),
     }
 }
@@ -211,7 +220,10 @@ fn pg_f64(row: &postgres::Row, index: usize) -> StoreResult<Option<f64>> {
     let ty = row.columns().get(index).ok_or_else(|| decode(index, "no such column"))?.type_().clone();
     match ty {
         Type::FLOAT8 => row.try_get::<_, Option<f64>>(index).map_err(|error| decode(index, error)),
-        Type::FLOAT4 => row.try_get::<_, Option<f32>>(index).map(|value| value.map(f64::from)).map_err(|error| decode(index, error)),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(index)
+            .map(|value| value.map(f64::from))
+            .map_err(|error| decode(index, error)),
         _ => pg_i64(row, index).map(|value| value.map(|integer| integer as f64)),
     }
 }

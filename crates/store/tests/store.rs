@@ -57,7 +57,7 @@ async fn writes_commit_and_failed_units_roll_back_alone() {
         }
     }
     assert_eq!((committed, failed), (180, 20));
-    let stores = database.read(|conn| organisation::list(conn)).await.unwrap();
+    let stores = database.read(organisation::list).await.unwrap();
     assert_eq!(stores.len(), 180);
     assert!(stores.iter().all(|store| !store.code.ends_with('0')));
 }
@@ -103,14 +103,16 @@ async fn bulk_insert_skips_rows_already_stored() {
         .await
         .unwrap();
     assert_eq!(inserted, (150, 100));
-    assert_eq!(database.read(|conn| purchases::count(conn)).await.unwrap(), 250);
+    assert_eq!(database.read(purchases::count).await.unwrap(), 250);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocated_ids_never_overlap_within_a_transaction() {
     let (_test, database) = open();
     let (first, second) = database
-        .write(|conn| Ok::<_, StoreError>((conn.allocate_ids("customers", 3)?, conn.allocate_ids("customers", 2)?)))
+        .write(|conn| {
+            Ok::<_, StoreError>((conn.allocate_ids("customers", 3)?, conn.allocate_ids("customers", 2)?))
+        })
         .await
         .unwrap();
     assert_eq!(first.len(), 3);

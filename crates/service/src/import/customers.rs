@@ -14,7 +14,7 @@ use cardcrm_store::{
     repo::customers::{self as repo, ConsentRecord, IndexedField},
 };
 
-use super::{BatchOutcome, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
+use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
 use crate::{
     Services, audit,
     customers::{id_number_index, open_pii, seal_record},
@@ -64,7 +64,9 @@ const COLUMNS: &[Column] = &[
     Column { name: "city", aliases: &["城市", "市"] },
     Column { name: "address", aliases: &["地址", "住址"] },
     Column { name: "source_channel", aliases: &["来源", "来源渠道", "渠道", "channel"] },
-    Column { name: "external_id", aliases: &["外部编号", "会员编号", "会员号", "客户编号", "member_no"] },
+    Column {
+        name: "external_id", aliases: &["外部编号", "会员编号", "会员号", "客户编号", "member_no"]
+    },
     Column { name: "tags", aliases: &["标签"] },
     Column { name: "store_code", aliases: &["门店", "门店编码", "门店代码", "store"] },
     Column { name: "consent_sms", aliases: &["短信营销", "同意短信"] },
@@ -145,7 +147,13 @@ impl ImportKind for CustomerImport {
         Ok(())
     }
 
-    fn prepare(&self, seen: &mut SeenInFile, map: &ColumnMap, line: u64, fields: &[String]) -> Result<CustomerRow, FieldErrors> {
+    fn prepare(
+        &self,
+        seen: &mut SeenInFile,
+        map: &ColumnMap,
+        line: u64,
+        fields: &[String],
+    ) -> Result<CustomerRow, FieldErrors> {
         let mut errors = FieldErrors::new();
         let get = |column| Self::given(map, fields, column);
         let input = CustomerInput {
@@ -180,7 +188,12 @@ impl ImportKind for CustomerImport {
                 match self.stores.get(&code) {
                     Some(id) => Some(*id),
                     None => {
-                        push(&mut errors, "store_code", "store.unknown", format!("store code `{code}` does not exist"));
+                        push(
+                            &mut errors,
+                            "store_code",
+                            "store.unknown",
+                            format!("store code `{code}` does not exist"),
+                        );
                         None
                     }
                 }
@@ -189,20 +202,31 @@ impl ImportKind for CustomerImport {
         let mut consents = Vec::new();
         for (offset, channel) in CONSENT_CHANNELS.iter().enumerate() {
             let column = CONSENT_FIRST + offset;
-            if let Some(granted) = errors.take(COLUMNS[column].name, parse_yes_no(map.get(fields, column))).flatten() {
+            if let Some(granted) =
+                errors.take(COLUMNS[column].name, parse_yes_no(map.get(fields, column))).flatten()
+            {
                 consents.push((*channel, granted));
             }
         }
         let Some(draft) = draft.filter(|_| errors.is_empty()) else { return Err(errors) };
         let vault = self.services.vault();
-        let phone_index = draft.phone.as_ref().map(|phone| vault.blind_index("phone", phone.as_str()).to_vec());
-        let email_index = draft.email.as_ref().map(|email| vault.blind_index("email", email.as_str()).to_vec());
+        let phone_index =
+            draft.phone.as_ref().map(|phone| vault.blind_index("phone", phone.as_str()).to_vec());
+        let email_index =
+            draft.email.as_ref().map(|email| vault.blind_index("email", email.as_str()).to_vec());
         let id_index = draft.id_number.as_ref().map(|id| id_number_index(vault, id).to_vec());
         if self.policy != DuplicatePolicy::Create {
-            for (tag, field, index) in [(0_u8, "phone", &phone_index), (1, "email", &email_index), (2, "id_number", &id_index)] {
+            for (tag, field, index) in
+                [(0_u8, "phone", &phone_index), (1, "email", &email_index), (2, "id_number", &id_index)]
+            {
                 if let Some(index) = index {
                     if let Some(first) = seen.keys.get(&(tag, key_of(index))) {
-                        push(&mut errors, field, "import.duplicate_in_file", format!("the same {field} as line {first}"));
+                        push(
+                            &mut errors,
+                            field,
+                            "import.duplicate_in_file",
+                            format!("the same {field} as line {first}"),
+                        );
                     } else {
                         seen.keys.insert((tag, key_of(index)), line);
                     }
@@ -211,7 +235,12 @@ impl ImportKind for CustomerImport {
             if let Some(external) = &draft.external_id {
                 let key = format!("{}\u{1f}{external}", draft.source_channel.as_str());
                 if let Some(first) = seen.external.get(&key) {
-                    push(&mut errors, "external_id", "import.duplicate_in_file", format!("the same external_id as line {first}"));
+                    push(
+                        &mut errors,
+                        "external_id",
+                        "import.duplicate_in_file",
+                        format!("the same external_id as line {first}"),
+                    );
                 } else {
                     seen.external.insert(key, line);
                 }
@@ -232,7 +261,7 @@ impl ImportKind for CustomerImport {
         conn: &mut Conn<'_>,
         _context: &mut (),
         rows: Vec<Staged<CustomerRow>>,
-    ) -> ServiceResult<(Vec<Staged<CustomerRow>>, Vec<(Staged<CustomerRow>, FieldErrors)>)> {
+    ) -> ServiceResult<Checked<CustomerRow>> {
         if self.policy == DuplicatePolicy::Create {
             return Ok((rows, Vec::new()));
         }
@@ -246,7 +275,10 @@ impl ImportKind for CustomerImport {
         let mut by_channel: HashMap<String, Vec<String>> = HashMap::new();
         for staged in &rows {
             if let Some(id) = &staged.row.draft.external_id {
-                by_channel.entry(staged.row.draft.source_channel.as_str().to_owned()).or_default().push(id.clone());
+                by_channel
+                    .entry(staged.row.draft.source_channel.as_str().to_owned())
+                    .or_default()
+                    .push(id.clone());
             }
         }
         for (channel, ids) in by_channel {
@@ -262,15 +294,41 @@ impl ImportKind for CustomerImport {
                 .draft
                 .external_id
                 .as_ref()
-                .and_then(|id| external.get(&(row.draft.source_channel.as_str().to_owned(), id.clone())).map(|customer| ("external_id", *customer)))
-                .or_else(|| row.phone_index.as_ref().and_then(|index| phones.get(index)).map(|customer| ("phone", *customer)))
-                .or_else(|| row.email_index.as_ref().and_then(|index| emails.get(index)).map(|customer| ("email", *customer)))
-                .or_else(|| row.id_index.as_ref().and_then(|index| ids.get(index)).map(|customer| ("id_number", *customer)));
+                .and_then(|id| {
+                    external
+                        .get(&(row.draft.source_channel.as_str().to_owned(), id.clone()))
+                        .map(|customer| ("external_id", *customer))
+                })
+                .or_else(|| {
+                    row.phone_index
+                        .as_ref()
+                        .and_then(|index| phones.get(index))
+                        .map(|customer| ("phone", *customer))
+                })
+                .or_else(|| {
+                    row.email_index
+                        .as_ref()
+                        .and_then(|index| emails.get(index))
+                        .map(|customer| ("email", *customer))
+                })
+                .or_else(|| {
+                    row.id_index
+                        .as_ref()
+                        .and_then(|index| ids.get(index))
+                        .map(|customer| ("id_number", *customer))
+                });
             match (matched, self.policy) {
                 (None, _) => keep.push(staged),
                 (Some((field, customer)), DuplicatePolicy::Error) => {
                     let mut errors = FieldErrors::new();
-                    push(&mut errors, field, "customer.duplicate", format!("customer {customer} already has this {field}; choose skip, update or create for duplicates"));
+                    push(
+                        &mut errors,
+                        field,
+                        "customer.duplicate",
+                        format!(
+                            "customer {customer} already has this {field}; choose skip, update or create for duplicates"
+                        ),
+                    );
                     rejected.push((staged, errors));
                 }
                 (Some((_, customer)), _) => {
@@ -282,8 +340,15 @@ impl ImportKind for CustomerImport {
         Ok((keep, rejected))
     }
 
-    fn write(&self, conn: &mut Conn<'_>, _context: &mut (), rows: Vec<Staged<CustomerRow>>, outcome: &mut BatchOutcome) -> ServiceResult<()> {
-        let (matched, new): (Vec<_>, Vec<_>) = rows.into_iter().partition(|staged| staged.row.existing.is_some());
+    fn write(
+        &self,
+        conn: &mut Conn<'_>,
+        _context: &mut (),
+        rows: Vec<Staged<CustomerRow>>,
+        outcome: &mut BatchOutcome,
+    ) -> ServiceResult<()> {
+        let (matched, new): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|staged| staged.row.existing.is_some());
         let ids = conn.allocate_ids("customers", new.len())?;
         let vault = self.services.vault();
         let mut records = Vec::with_capacity(new.len());
@@ -330,14 +395,24 @@ impl CustomerImport {
         let pick = |new: Option<String>, old: Option<String>| new.or(old);
         let input = CustomerInput {
             name: pick(draft.name.as_ref().map(|name| name.as_str().to_owned()), before.name.clone()),
-            gender: Some(if draft.gender.as_str() == "unknown" { before.gender.clone() } else { draft.gender.as_str().to_owned() }),
+            gender: Some(if draft.gender.as_str() == "unknown" {
+                before.gender.clone()
+            } else {
+                draft.gender.as_str().to_owned()
+            }),
             birthday: pick(draft.birthday.map(|date| date.to_string()), before.birthday.clone()),
             phone: pick(draft.phone.as_ref().map(|phone| phone.as_str().to_owned()), pii.phone.clone()),
             email: pick(draft.email.as_ref().map(|email| email.as_str().to_owned()), pii.email.clone()),
-            id_kind: pick(draft.id_number.as_ref().map(|id| id.kind().as_str().to_owned()), before.id_kind.clone()),
+            id_kind: pick(
+                draft.id_number.as_ref().map(|id| id.kind().as_str().to_owned()),
+                before.id_kind.clone(),
+            ),
             id_number: pick(draft.id_number.as_ref().map(|id| id.as_str().to_owned()), pii.id_number.clone()),
             occupation: pick(draft.occupation.clone(), before.occupation.clone()),
-            income_band: pick(draft.income_band.map(|band| band.as_str().to_owned()), before.income_band.clone()),
+            income_band: pick(
+                draft.income_band.map(|band| band.as_str().to_owned()),
+                before.income_band.clone(),
+            ),
             province: pick(draft.province.clone(), before.province.clone()),
             city: pick(draft.city.clone(), before.city.clone()),
             address: pick(draft.address.clone(), pii.address.clone()),
@@ -351,13 +426,26 @@ impl CustomerImport {
         after.created_at_ms = before.created_at_ms;
         after.version = before.version + 1;
         if !repo::update(conn, &after, before.version)? {
-            return Err(ServiceError::StaleVersion { entity: "customer", id: id.to_string(), current_version: before.version });
+            return Err(ServiceError::StaleVersion {
+                entity: "customer",
+                id: id.to_string(),
+                current_version: before.version,
+            });
         }
         let tags: Vec<String> = draft.tags.iter().map(|tag| tag.as_str().to_owned()).collect();
         repo::add_tags(conn, id, &tags, self.now_ms)?;
         let before_view = crate::customers::view_of(vault, &before, Vec::new(), None, false)?;
         let after_view = crate::customers::view_of(vault, &after, Vec::new(), None, false)?;
-        audit::append(conn, &self.identity, self.now_ms, "customer.update", "customer", id, audit::snapshot(&before_view), audit::snapshot(&after_view))?;
+        audit::append(
+            conn,
+            &self.identity,
+            self.now_ms,
+            "customer.update",
+            "customer",
+            id,
+            audit::snapshot(&before_view),
+            audit::snapshot(&after_view),
+        )?;
         Ok(())
     }
 }

@@ -67,7 +67,11 @@ impl DuplicatePolicy {
             "skip" => Ok(Self::Skip),
             "update" => Ok(Self::Update),
             "create" => Ok(Self::Create),
-            _ => Err(ServiceError::invalid("on_duplicate", "on_duplicate.invalid", format!("`{raw}` is not one of error, skip, update, create"))),
+            _ => Err(ServiceError::invalid(
+                "on_duplicate",
+                "on_duplicate.invalid",
+                format!("`{raw}` is not one of error, skip, update, create"),
+            )),
         }
     }
 }
@@ -145,7 +149,11 @@ impl RejectSink {
         };
         let mut heading = vec!["_line".to_owned(), "_errors".to_owned()];
         heading.extend(header.iter().cloned());
-        let failed = |error: csv::Error| ServiceError::BadFile { code: "import.reject_file", line: None, message: format!("cannot write the reject file: {error}") };
+        let failed = |error: csv::Error| ServiceError::BadFile {
+            code: "import.reject_file",
+            line: None,
+            message: format!("cannot write the reject file: {error}"),
+        };
         match self {
             Self::File { path, writer } => {
                 if writer.is_none() {
@@ -210,6 +218,9 @@ pub struct Staged<R> {
     pub row: R,
 }
 
+/// Rows that passed a check, and rows rejected with their problems.
+pub type Checked<R> = (Vec<Staged<R>>, Vec<(Staged<R>, FieldErrors)>);
+
 /// What the writer did with a batch.
 #[derive(Default)]
 pub struct BatchOutcome {
@@ -231,7 +242,13 @@ pub trait ImportKind: Send + Sync + 'static {
     fn columns() -> &'static [Column];
     /// File-level checks on the columns present.
     fn check_columns(map: &ColumnMap) -> ServiceResult<()>;
-    fn prepare(&self, state: &mut Self::ReadState, map: &ColumnMap, line: u64, fields: &[String]) -> Result<Self::Row, FieldErrors>;
+    fn prepare(
+        &self,
+        state: &mut Self::ReadState,
+        map: &ColumnMap,
+        line: u64,
+        fields: &[String],
+    ) -> Result<Self::Row, FieldErrors>;
     fn load(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<Self::Context>;
     /// Checks rows against the database; returns the rows to write and the rejected ones.
     fn check(
@@ -239,7 +256,7 @@ pub trait ImportKind: Send + Sync + 'static {
         conn: &mut Conn<'_>,
         context: &mut Self::Context,
         rows: Vec<Staged<Self::Row>>,
-    ) -> ServiceResult<(Vec<Staged<Self::Row>>, Vec<(Staged<Self::Row>, FieldErrors)>)>;
+    ) -> ServiceResult<Checked<Self::Row>>;
     fn write(
         &self,
         conn: &mut Conn<'_>,
@@ -318,15 +335,27 @@ impl Services {
             .name("import-reader".into())
             .spawn(move || {
                 let send = |message| sender.send(message).is_ok();
-                let mut rows = match RowReader::open(source, &reader_options.file_name, reader_options.format, reader_options.encoding, reader_progress.clone()) {
+                let mut rows = match RowReader::open(
+                    source,
+                    &reader_options.file_name,
+                    reader_options.format,
+                    reader_options.encoding,
+                    reader_progress.clone(),
+                ) {
                     Ok(rows) => rows,
                     Err(error) => return send(Message::Fatal(error)),
                 };
-                let map = match ColumnMap::new(K::columns(), &rows.header).and_then(|map| K::check_columns(&map).map(|()| map)) {
+                let map = match ColumnMap::new(K::columns(), &rows.header)
+                    .and_then(|map| K::check_columns(&map).map(|()| map))
+                {
                     Ok(map) => map,
                     Err(error) => return send(Message::Fatal(error)),
                 };
-                if !send(Message::Start { header: rows.header.clone(), encoding: rows.encoding, map: map.clone() }) {
+                if !send(Message::Start {
+                    header: rows.header.clone(),
+                    encoding: rows.encoding,
+                    map: map.clone(),
+                }) {
                     return false;
                 }
                 let mut state = K::ReadState::default();
@@ -339,12 +368,17 @@ impl Services {
                     };
                     count += 1;
                     if count > import_settings.rows_max {
-                        return send(Message::Fatal(ServiceError::TooLarge { what: "the number of rows", limit: import_settings.rows_max }));
+                        return send(Message::Fatal(ServiceError::TooLarge {
+                            what: "the number of rows",
+                            limit: import_settings.rows_max,
+                        }));
                     }
                     reader_progress.rows_read.fetch_add(1, Ordering::Relaxed);
                     let prepared = reader_kind.prepare(&mut state, &map, line, &fields);
                     batch.push((line, fields, prepared));
-                    if batch.len() >= import_settings.batch_rows && !send(Message::Batch(std::mem::take(&mut batch))) {
+                    if batch.len() >= import_settings.batch_rows
+                        && !send(Message::Batch(std::mem::take(&mut batch)))
+                    {
                         return false;
                     }
                 }
@@ -367,14 +401,21 @@ impl Services {
                 let mut report = empty_report(K::NAME, &options.file_name);
                 report.dry_run = options.dry_run;
                 report.skip_invalid = options.skip_invalid;
-                let fail = |error: ServiceError, report: &ImportReport| Stop::Failed(error, Box::new(report.clone()));
+                let fail = |error: ServiceError, report: &ImportReport| {
+                    Stop::Failed(error, Box::new(report.clone()))
+                };
                 let (header, map) = match receiver.recv() {
                     Ok(Message::Start { header, encoding, map }) => {
                         report.encoding = encoding.as_str().to_owned();
                         (header, map)
                     }
                     Ok(Message::Fatal(error)) => return Err(fail(error, &report)),
-                    _ => return Err(fail(ServiceError::Config("the import reader stopped unexpectedly".into()), &report)),
+                    _ => {
+                        return Err(fail(
+                            ServiceError::Config("the import reader stopped unexpectedly".into()),
+                            &report,
+                        ));
+                    }
                 };
                 let record = repo::ImportRecord {
                     id: 0,
@@ -394,19 +435,31 @@ impl Services {
                     finished_at_ms: None,
                 };
                 let import_id = repo::insert(conn, &record)?;
+                let record = repo::ImportRecord { id: import_id, ..record };
                 report.import_id = Some(import_id);
                 let mut context = kind.load(conn, &map, import_id).map_err(|error| fail(error, &report))?;
                 let mut rejects = rejects;
-                let mut reject = |report: &mut ImportReport, line: u64, fields: &[String], errors: FieldErrors| -> Result<(), Stop> {
+                let mut reject = |report: &mut ImportReport,
+                                  line: u64,
+                                  fields: &[String],
+                                  errors: FieldErrors|
+                 -> Result<(), Stop> {
                     report.rows_rejected += 1;
                     report.errors_total += errors.0.len() as u64;
                     for error in &errors.0 {
                         if report.errors.len() < errors_max {
-                            report.errors.push(RowError { line, field: error.field.clone(), code: error.code.to_owned(), message: error.message.clone() });
+                            report.errors.push(RowError {
+                                line,
+                                field: error.field.clone(),
+                                code: error.code.to_owned(),
+                                message: error.message.clone(),
+                            });
                         }
                     }
                     if options.skip_invalid {
-                        rejects.write(&header, line, &describe(&errors), fields).map_err(|error| Stop::Failed(error, Box::new(report.clone())))?;
+                        rejects
+                            .write(&header, line, &describe(&errors), fields)
+                            .map_err(|error| Stop::Failed(error, Box::new(report.clone())))?;
                     }
                     Ok(())
                 };
@@ -416,7 +469,10 @@ impl Services {
                         Ok(Message::Done) => break,
                         Ok(Message::Fatal(error)) => return Err(fail(error, &report)),
                         Ok(Message::Start { .. }) | Err(_) => {
-                            return Err(fail(ServiceError::Config("the import reader stopped unexpectedly".into()), &report));
+                            return Err(fail(
+                                ServiceError::Config("the import reader stopped unexpectedly".into()),
+                                &report,
+                            ));
                         }
                     };
                     report.rows_total += batch.len() as u64;
@@ -427,7 +483,8 @@ impl Services {
                             Err(errors) => reject(&mut report, line, &fields, errors)?,
                         }
                     }
-                    let (valid, invalid) = kind.check(conn, &mut context, valid).map_err(|error| fail(error, &report))?;
+                    let (valid, invalid) =
+                        kind.check(conn, &mut context, valid).map_err(|error| fail(error, &report))?;
                     for (staged, errors) in invalid {
                         reject(&mut report, staged.line, &staged.fields, errors)?;
                     }
@@ -435,11 +492,15 @@ impl Services {
                     // writing but keep checking to report every problem.
                     if report.rows_rejected == 0 || options.skip_invalid {
                         let mut batch_outcome = BatchOutcome::default();
-                        kind.write(conn, &mut context, valid, &mut batch_outcome).map_err(|error| fail(error, &report))?;
+                        kind.write(conn, &mut context, valid, &mut batch_outcome)
+                            .map_err(|error| fail(error, &report))?;
                         report.rows_inserted += batch_outcome.inserted;
                         report.rows_updated += batch_outcome.updated;
                         report.rows_skipped += batch_outcome.skipped;
-                        writer_progress.rows_written.fetch_add(batch_outcome.inserted + batch_outcome.updated + batch_outcome.skipped, Ordering::Relaxed);
+                        writer_progress.rows_written.fetch_add(
+                            batch_outcome.inserted + batch_outcome.updated + batch_outcome.skipped,
+                            Ordering::Relaxed,
+                        );
                     }
                 }
                 let (reject_file, rejects_csv) = rejects.finish().map_err(|error| fail(error, &report))?;
@@ -458,10 +519,25 @@ impl Services {
                 }
                 report.status = "committed".into();
                 let finished = services.finished_record(record, &report, rejects_csv, services.now_ms());
-                repo::finish(conn, &finished)?;
+                if repo::finish(conn, &finished)? != 1 {
+                    return Err(fail(
+                        ServiceError::Store(StoreError::Invariant(format!(
+                            "import {import_id} vanished while running"
+                        ))),
+                        &report,
+                    ));
+                }
                 audit_repo::append(
                     conn,
-                    &audit::entry(&identity_for_writer, finished.finished_at_ms.unwrap_or(started_at_ms), &format!("import.{}", K::NAME), "import", Some(import_id.to_string()), None, Some(summary(&report))),
+                    &audit::entry(
+                        &identity_for_writer,
+                        finished.finished_at_ms.unwrap_or(started_at_ms),
+                        &format!("import.{}", K::NAME),
+                        "import",
+                        Some(import_id.to_string()),
+                        None,
+                        Some(summary(&report)),
+                    ),
                 )?;
                 Ok(report)
             })
@@ -500,7 +576,13 @@ impl Services {
         }
     }
 
-    fn finished_record(&self, mut record: repo::ImportRecord, report: &ImportReport, rejects_csv: Option<String>, now_ms: i64) -> repo::ImportRecord {
+    fn finished_record(
+        &self,
+        mut record: repo::ImportRecord,
+        report: &ImportReport,
+        rejects_csv: Option<String>,
+        now_ms: i64,
+    ) -> repo::ImportRecord {
         record.status = report.status.clone();
         record.rows_total = report.rows_total as i64;
         record.rows_inserted = report.rows_inserted as i64;
@@ -544,13 +626,25 @@ impl Services {
         let id = self
             .database()
             .write(move |conn| {
-                let mut record = services.finished_record(base.clone(), &stored_report, rejects_csv.clone(), now_ms);
+                let mut record =
+                    services.finished_record(base.clone(), &stored_report, rejects_csv.clone(), now_ms);
                 record.id = repo::insert(conn, &record)?;
                 let mut with_id = stored_report.clone();
                 with_id.import_id = Some(record.id);
                 record.report_json = serde_json::to_string(&with_id).unwrap_or_else(|_| "{}".into());
                 repo::finish(conn, &record)?;
-                audit_repo::append(conn, &audit::entry(&identity, now_ms, &format!("import.{}", with_id.kind), "import", Some(record.id.to_string()), None, Some(summary(&with_id))))?;
+                audit_repo::append(
+                    conn,
+                    &audit::entry(
+                        &identity,
+                        now_ms,
+                        &format!("import.{}", with_id.kind),
+                        "import",
+                        Some(record.id.to_string()),
+                        None,
+                        Some(summary(&with_id)),
+                    ),
+                )?;
                 Ok::<_, ServiceError>(record.id)
             })
             .await?;
@@ -559,7 +653,12 @@ impl Services {
     }
 
     /// Past imports, newest first.
-    pub async fn list_imports(&self, identity: &Identity, cursor: Option<String>, limit: u32) -> ServiceResult<Page<ImportView>> {
+    pub async fn list_imports(
+        &self,
+        identity: &Identity,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> ServiceResult<Page<ImportView>> {
         require_any_import(identity)?;
         let before = cursor.as_deref().map(cursor_decode_id).transpose()?;
         let limit = page_limit(limit);
@@ -576,7 +675,11 @@ impl Services {
     /// The rejected rows of an import as CSV, when rows were skipped through the API.
     pub async fn import_rejects(&self, identity: &Identity, id: i64) -> ServiceResult<String> {
         require_any_import(identity)?;
-        let record = self.database().read(move |conn| repo::get(conn, id)).await?.ok_or_else(|| ServiceError::not_found("import", id))?;
+        let record = self
+            .database()
+            .read(move |conn| repo::get(conn, id))
+            .await?
+            .ok_or_else(|| ServiceError::not_found("import", id))?;
         record.rejects_csv.ok_or_else(|| ServiceError::not_found("rejected rows of import", id))
     }
 }
@@ -586,7 +689,10 @@ fn require_any_import(identity: &Identity) -> ServiceResult<()> {
     if identity.has(Permission::CustomerImport) || identity.has(Permission::TransactionImport) {
         Ok(())
     } else {
-        Err(ServiceError::Forbidden { permission: Some(Permission::CustomerImport), message: format!("{} may not see imports", identity.name) })
+        Err(ServiceError::Forbidden {
+            permission: Some(Permission::CustomerImport),
+            message: format!("{} may not see imports", identity.name),
+        })
     }
 }
 

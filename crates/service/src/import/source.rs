@@ -63,7 +63,11 @@ impl TextEncoding {
             "auto" => Ok(Self::Auto),
             "utf-8" | "utf8" => Ok(Self::Utf8),
             "gb18030" | "gbk" | "gb2312" => Ok(Self::Gb18030),
-            _ => Err(ServiceError::invalid("encoding", "encoding.unknown", format!("`{raw}` is not an encoding; use auto, utf-8 or gbk"))),
+            _ => Err(ServiceError::invalid(
+                "encoding",
+                "encoding.unknown",
+                format!("`{raw}` is not an encoding; use auto, utf-8 or gbk"),
+            )),
         }
     }
 }
@@ -110,7 +114,10 @@ impl ColumnMap {
                     return Err(ServiceError::BadFile {
                         code: "import.duplicate_column",
                         line: Some(1),
-                        message: format!("line 1: column `{raw}` appears twice (as `{}`)", columns[index].name),
+                        message: format!(
+                            "line 1: column `{raw}` appears twice (as `{}`)",
+                            columns[index].name
+                        ),
                     });
                 }
                 Some(index) => positions[index] = Some(position),
@@ -119,7 +126,10 @@ impl ColumnMap {
                     return Err(ServiceError::BadFile {
                         code: "import.unknown_column",
                         line: Some(1),
-                        message: format!("line 1: unknown column `{raw}`; known columns are {}", known.join(", ")),
+                        message: format!(
+                            "line 1: unknown column `{raw}`; known columns are {}",
+                            known.join(", ")
+                        ),
                     });
                 }
             }
@@ -192,7 +202,9 @@ fn sniff(head: &[u8]) -> TextEncoding {
         Err(_) => {
             let cut = head.len().saturating_sub(4);
             let decodable = (cut..=head.len()).rev().any(|end| {
-                encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(&head[..end]).is_some()
+                encoding_rs::GB18030
+                    .decode_without_bom_handling_and_without_replacement(&head[..end])
+                    .is_some()
             });
             if decodable { TextEncoding::Gb18030 } else { TextEncoding::Utf8 }
         }
@@ -213,7 +225,11 @@ fn cell_text(cell: &calamine::Data) -> String {
         Data::Int(value) => value.to_string(),
         Data::Bool(value) => value.to_string(),
         Data::Float(value) => {
-            if value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", *value as i64) } else { value.to_string() }
+            if value.fract() == 0.0 && value.abs() < 1e15 {
+                format!("{}", *value as i64)
+            } else {
+                value.to_string()
+            }
         }
         Data::DateTime(moment) => excel_serial_text(moment.as_f64()),
     }
@@ -253,14 +269,19 @@ impl RowReader {
         };
         let (head, reader): (Vec<u8>, Box<dyn Read + Send>) = match source {
             ImportSource::Path(path) => {
-                let mut file = std::fs::File::open(&path)
-                    .map_err(|error| bad_file("import.unreadable", None, format!("cannot open {}: {error}", path.display())))?;
+                let mut file = std::fs::File::open(&path).map_err(|error| {
+                    bad_file("import.unreadable", None, format!("cannot open {}: {error}", path.display()))
+                })?;
                 let mut head = vec![0_u8; 64 * 1024];
                 let mut filled = 0;
                 while filled < head.len() {
-                    let read = file
-                        .read(&mut head[filled..])
-                        .map_err(|error| bad_file("import.unreadable", None, format!("cannot read {}: {error}", path.display())))?;
+                    let read = file.read(&mut head[filled..]).map_err(|error| {
+                        bad_file(
+                            "import.unreadable",
+                            None,
+                            format!("cannot read {}: {error}", path.display()),
+                        )
+                    })?;
                     if read == 0 {
                         break;
                     }
@@ -285,7 +306,11 @@ impl RowReader {
             return Self::open_xlsx(reader, progress);
         }
         if is_xlsx(&head) {
-            return Err(bad_file("import.wrong_format", None, "the file is an Excel workbook; import it as xlsx".into()));
+            return Err(bad_file(
+                "import.wrong_format",
+                None,
+                "the file is an Excel workbook; import it as xlsx".into(),
+            ));
         }
         let encoding = match encoding {
             TextEncoding::Auto => sniff(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head)),
@@ -300,7 +325,11 @@ impl RowReader {
             b','
         };
         let counted: Box<dyn Read + Send> = Box::new(Counting { inner: reader, progress });
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(counted);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(counted);
         let mut record = csv::ByteRecord::new();
         let has_header = reader.read_byte_record(&mut record).map_err(csv_error)?;
         if !has_header {
@@ -314,19 +343,25 @@ impl RowReader {
         Ok(Self { inner: Inner::Csv { reader, record }, header, encoding })
     }
 
-    fn open_xlsx(mut reader: Box<dyn Read + Send>, progress: Arc<ImportProgress>) -> Result<Self, ServiceError> {
+    fn open_xlsx(
+        mut reader: Box<dyn Read + Send>,
+        progress: Arc<ImportProgress>,
+    ) -> Result<Self, ServiceError> {
         use calamine::Reader;
         let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|error| bad_file("import.unreadable", None, format!("cannot read the workbook: {error}")))?;
+        reader.read_to_end(&mut bytes).map_err(|error| {
+            bad_file("import.unreadable", None, format!("cannot read the workbook: {error}"))
+        })?;
         progress.bytes_read.store(bytes.len() as u64, Ordering::Relaxed);
-        let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-            .map_err(|error| bad_file("import.bad_workbook", None, format!("the workbook cannot be read: {error}")))?;
+        let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|error| {
+            bad_file("import.bad_workbook", None, format!("the workbook cannot be read: {error}"))
+        })?;
         let range = workbook
             .worksheet_range_at(0)
             .ok_or_else(|| bad_file("import.empty", None, "the workbook has no sheet".into()))?
-            .map_err(|error| bad_file("import.bad_workbook", None, format!("the first sheet cannot be read: {error}")))?;
+            .map_err(|error| {
+                bad_file("import.bad_workbook", None, format!("the first sheet cannot be read: {error}"))
+            })?;
         let first_row = range.start().map_or(0, |(row, _)| u64::from(row));
         let mut rows: Vec<(u64, Vec<String>)> = range
             .rows()
@@ -388,7 +423,13 @@ mod tests {
     ];
 
     fn open(bytes: &[u8], encoding: TextEncoding) -> Result<RowReader, ServiceError> {
-        RowReader::open(ImportSource::Bytes(bytes.to_vec()), "x.csv", FileFormat::Auto, encoding, Arc::default())
+        RowReader::open(
+            ImportSource::Bytes(bytes.to_vec()),
+            "x.csv",
+            FileFormat::Auto,
+            encoding,
+            Arc::default(),
+        )
     }
 
     #[test]
@@ -404,7 +445,8 @@ mod tests {
 
     #[test]
     fn reads_utf8_with_bom_and_line_numbers_skipping_blank_rows() {
-        let mut reader = open("\u{feff}name,phone\n张三,138\n,\n\"李\n四\",139\n".as_bytes(), TextEncoding::Auto).unwrap();
+        let mut reader =
+            open("\u{feff}name,phone\n张三,138\n,\n\"李\n四\",139\n".as_bytes(), TextEncoding::Auto).unwrap();
         assert_eq!(reader.header, vec!["name", "phone"]);
         assert_eq!(reader.next_row().unwrap().unwrap(), (2, vec!["张三".to_owned(), "138".to_owned()]));
         assert_eq!(reader.next_row().unwrap().unwrap(), (4, vec!["李\n四".to_owned(), "139".to_owned()]));

@@ -8,7 +8,7 @@ use cardcrm_store::{
     repo::organisation::{self as repo, StoreRecord},
 };
 
-use super::{BatchOutcome, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
+use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
 use crate::{
     Services, audit,
     error::{ServiceError, ServiceResult},
@@ -54,11 +54,21 @@ impl ImportKind for StoreImport {
         if map.has(CODE) && map.has(NAME) {
             Ok(())
         } else {
-            Err(ServiceError::BadFile { code: "import.missing_column", line: Some(1), message: "line 1: a store file needs code and name columns".into() })
+            Err(ServiceError::BadFile {
+                code: "import.missing_column",
+                line: Some(1),
+                message: "line 1: a store file needs code and name columns".into(),
+            })
         }
     }
 
-    fn prepare(&self, seen: &mut SeenCodes, map: &ColumnMap, line: u64, fields: &[String]) -> Result<Self::Row, FieldErrors> {
+    fn prepare(
+        &self,
+        seen: &mut SeenCodes,
+        map: &ColumnMap,
+        line: u64,
+        fields: &[String],
+    ) -> Result<Self::Row, FieldErrors> {
         let mut errors = FieldErrors::new();
         let code = errors.take("code", parse_store_code(map.get(fields, CODE)));
         let name = text::clean(map.get(fields, NAME));
@@ -66,17 +76,36 @@ impl ImportKind for StoreImport {
             push(&mut errors, "name", "required", "name is required".into());
         }
         let bounded = |errors: &mut FieldErrors, field: &str, column: usize| {
-            errors.take(field, cardcrm_domain::customer::parse_bounded_text(field, map.get(fields, column), limits::TEXT_LENGTH_MAX)).flatten()
+            errors
+                .take(
+                    field,
+                    cardcrm_domain::customer::parse_bounded_text(
+                        field,
+                        map.get(fields, column),
+                        limits::TEXT_LENGTH_MAX,
+                    ),
+                )
+                .flatten()
         };
         let city = bounded(&mut errors, "city", CITY);
         let address = bounded(&mut errors, "address", ADDRESS);
         let zone = text::clean(map.get(fields, TIME_ZONE)).unwrap_or_else(|| self.default_zone.clone());
         if jiff::tz::TimeZone::get(&zone).is_err() {
-            push(&mut errors, "time_zone", "time_zone.invalid", format!("`{zone}` is not a time zone such as Asia/Shanghai"));
+            push(
+                &mut errors,
+                "time_zone",
+                "time_zone.invalid",
+                format!("`{zone}` is not a time zone such as Asia/Shanghai"),
+            );
         }
         if let Some(code) = &code {
             if let Some(first) = seen.0.get(code) {
-                push(&mut errors, "code", "import.duplicate_in_file", format!("the same code as line {first}"));
+                push(
+                    &mut errors,
+                    "code",
+                    "import.duplicate_in_file",
+                    format!("the same code as line {first}"),
+                );
             } else {
                 seen.0.insert(code.clone(), line);
             }
@@ -109,15 +138,22 @@ impl ImportKind for StoreImport {
         conn: &mut Conn<'_>,
         _context: &mut (),
         rows: Vec<Staged<Self::Row>>,
-    ) -> ServiceResult<(Vec<Staged<Self::Row>>, Vec<(Staged<Self::Row>, FieldErrors)>)> {
+    ) -> ServiceResult<Checked<Self::Row>> {
         let mut keep = Vec::new();
         let mut rejected = Vec::new();
         for mut staged in rows {
             match repo::by_code(conn, &staged.row.0.code)? {
                 None => keep.push(staged),
-                Some(existing) if self.policy == DuplicatePolicy::Error || self.policy == DuplicatePolicy::Create => {
+                Some(existing)
+                    if self.policy == DuplicatePolicy::Error || self.policy == DuplicatePolicy::Create =>
+                {
                     let mut errors = FieldErrors::new();
-                    push(&mut errors, "code", "store.code_taken", format!("store code {} is taken by store {}", existing.code, existing.id));
+                    push(
+                        &mut errors,
+                        "code",
+                        "store.code_taken",
+                        format!("store code {} is taken by store {}", existing.code, existing.id),
+                    );
                     rejected.push((staged, errors));
                 }
                 Some(existing) => {
@@ -129,21 +165,53 @@ impl ImportKind for StoreImport {
         Ok((keep, rejected))
     }
 
-    fn write(&self, conn: &mut Conn<'_>, _context: &mut (), rows: Vec<Staged<Self::Row>>, outcome: &mut BatchOutcome) -> ServiceResult<()> {
+    fn write(
+        &self,
+        conn: &mut Conn<'_>,
+        _context: &mut (),
+        rows: Vec<Staged<Self::Row>>,
+        outcome: &mut BatchOutcome,
+    ) -> ServiceResult<()> {
         for staged in rows {
             let (record, existing) = staged.row;
             match existing {
                 None => {
                     let id = repo::insert(conn, &record)?;
                     let view = StoreView::from(&StoreRecord { id, ..record });
-                    audit::append(conn, &self.identity, self.now_ms, "store.create", "store", id, None, audit::snapshot(&view))?;
+                    audit::append(
+                        conn,
+                        &self.identity,
+                        self.now_ms,
+                        "store.create",
+                        "store",
+                        id,
+                        None,
+                        audit::snapshot(&view),
+                    )?;
                     outcome.inserted += 1;
                 }
                 Some(id) if self.policy == DuplicatePolicy::Update => {
-                    let Some(before) = repo::get(conn, id)? else { return Err(ServiceError::not_found("store", id)) };
-                    let after = StoreRecord { id, code: before.code.clone(), status: before.status.clone(), created_at_ms: before.created_at_ms, ..record };
+                    let Some(before) = repo::get(conn, id)? else {
+                        return Err(ServiceError::not_found("store", id));
+                    };
+                    let after = StoreRecord {
+                        id,
+                        code: before.code.clone(),
+                        status: before.status.clone(),
+                        created_at_ms: before.created_at_ms,
+                        ..record
+                    };
                     repo::update(conn, &after)?;
-                    audit::append(conn, &self.identity, self.now_ms, "store.update", "store", id, audit::snapshot(&StoreView::from(&before)), audit::snapshot(&StoreView::from(&after)))?;
+                    audit::append(
+                        conn,
+                        &self.identity,
+                        self.now_ms,
+                        "store.update",
+                        "store",
+                        id,
+                        audit::snapshot(&StoreView::from(&before)),
+                        audit::snapshot(&StoreView::from(&after)),
+                    )?;
                     outcome.updated += 1;
                 }
                 Some(_) => outcome.skipped += 1,
@@ -164,7 +232,9 @@ impl Services {
         rejects: super::RejectSink,
     ) -> ServiceResult<super::ImportReport> {
         if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden("imports run for the whole business; ask an account without a store limit"));
+            return Err(ServiceError::forbidden(
+                "imports run for the whole business; ask an account without a store limit",
+            ));
         }
         let kind = std::sync::Arc::new(StoreImport {
             identity: access.identity().clone(),

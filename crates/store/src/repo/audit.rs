@@ -86,10 +86,11 @@ pub struct AuditFilter {
 pub fn list(conn: &mut Conn<'_>, filter: &AuditFilter, limit: i64) -> StoreResult<Vec<AuditRecord>> {
     conn.query(
         &format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE ($1 IS NULL OR entity_type = $1) AND ($2 IS NULL OR entity_id = $2) \
-             AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR actor_kind = $4) AND ($5 IS NULL OR actor_id = $5) \
-             AND ($6 IS NULL OR at_ms >= $6) AND ($7 IS NULL OR at_ms < $7) AND ($8 IS NULL OR id < $8) \
-             ORDER BY id DESC LIMIT $9"
+            "SELECT {COLUMNS} FROM audit_log WHERE (CAST($1 AS TEXT) IS NULL OR entity_type = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR entity_id = $2) AND (CAST($3 AS TEXT) IS NULL OR action = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR actor_kind = $4) AND (CAST($5 AS BIGINT) IS NULL OR actor_id = $5) \
+             AND (CAST($6 AS BIGINT) IS NULL OR at_ms >= $6) AND (CAST($7 AS BIGINT) IS NULL OR at_ms < $7) \
+             AND (CAST($8 AS BIGINT) IS NULL OR id < $8) ORDER BY id DESC LIMIT $9"
         ),
         params![
             &filter.entity_type,

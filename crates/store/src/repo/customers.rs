@@ -215,7 +215,11 @@ impl IndexedField {
 }
 
 /// Customers (not merged away) whose field has this blind index, oldest first.
-pub fn find_by_index(conn: &mut Conn<'_>, field: IndexedField, index: &[u8]) -> StoreResult<Vec<CustomerRecord>> {
+pub fn find_by_index(
+    conn: &mut Conn<'_>,
+    field: IndexedField,
+    index: &[u8],
+) -> StoreResult<Vec<CustomerRecord>> {
     conn.query(
         &format!(
             "SELECT {COLUMNS} FROM customers c WHERE c.{} = $1 AND c.status <> 'merged' ORDER BY c.id LIMIT 100",
@@ -229,7 +233,10 @@ pub fn find_by_index(conn: &mut Conn<'_>, field: IndexedField, index: &[u8]) -> 
 /// Ids of customers (not merged away) holding this blind index; for duplicate checks.
 pub fn ids_by_index(conn: &mut Conn<'_>, field: IndexedField, index: &[u8]) -> StoreResult<Vec<i64>> {
     conn.query(
-        &format!("SELECT id FROM customers WHERE {} = $1 AND status <> 'merged' ORDER BY id LIMIT 100", field.column()),
+        &format!(
+            "SELECT id FROM customers WHERE {} = $1 AND status <> 'merged' ORDER BY id LIMIT 100",
+            field.column()
+        ),
         params![index],
         |row| row.get(0),
     )
@@ -257,7 +264,13 @@ pub fn external_id_map(conn: &mut Conn<'_>) -> StoreResult<HashMap<String, i64>>
         params![],
         |row| {
             let (external, owner): (String, i64) = (row.get(0)?, row.get(1)?);
-            map.entry(external).and_modify(|existing| if *existing != owner { *existing = -1 }).or_insert(owner);
+            map.entry(external)
+                .and_modify(|existing| {
+                    if *existing != owner {
+                        *existing = -1
+                    }
+                })
+                .or_insert(owner);
             Ok(())
         },
     )?;
@@ -269,11 +282,20 @@ pub fn external_id_map(conn: &mut Conn<'_>) -> StoreResult<HashMap<String, i64>>
 pub fn index_map(conn: &mut Conn<'_>, field: IndexedField) -> StoreResult<HashMap<Vec<u8>, i64>> {
     let mut map = HashMap::new();
     conn.for_each(
-        &format!("SELECT {0}, id FROM customers WHERE {0} IS NOT NULL AND status <> 'merged'", field.column()),
+        &format!(
+            "SELECT {0}, id FROM customers WHERE {0} IS NOT NULL AND status <> 'merged'",
+            field.column()
+        ),
         params![],
         |row| {
             let (key, id): (Vec<u8>, i64) = (row.get(0)?, row.get(1)?);
-            map.entry(key).and_modify(|existing| if *existing != id { *existing = -1 }).or_insert(id);
+            map.entry(key)
+                .and_modify(|existing| {
+                    if *existing != id {
+                        *existing = -1
+                    }
+                })
+                .or_insert(id);
             Ok(())
         },
     )?;
@@ -399,8 +421,10 @@ pub fn add_tags(conn: &mut Conn<'_>, customer_id: i64, tags: &[String], now_ms: 
 
 /// Bulk tag insert for imports: `(customer_id, tag)` pairs of new customers.
 pub fn insert_tags_many(conn: &mut Conn<'_>, pairs: &[(i64, String)], now_ms: i64) -> StoreResult<u64> {
-    let rows: Vec<Vec<Value<'_>>> =
-        pairs.iter().map(|(id, tag)| vec![Value::I64(*id), Value::from(tag.as_str()), Value::I64(now_ms)]).collect();
+    let rows: Vec<Vec<Value<'_>>> = pairs
+        .iter()
+        .map(|(id, tag)| vec![Value::I64(*id), Value::from(tag.as_str()), Value::I64(now_ms)])
+        .collect();
     conn.insert_rows("customer_tags", &["customer_id", "tag", "created_at_ms"], &rows)
 }
 
@@ -533,17 +557,21 @@ pub struct Reassigned {
 /// timeline events and purchases. Later capabilities (cards, points) add their tables here.
 pub fn reassign(conn: &mut Conn<'_>, from_id: i64, to_id: i64) -> StoreResult<Reassigned> {
     let tags = conn.execute(
-        "INSERT INTO customer_tags (customer_id, tag, created_at_ms) SELECT $2, tag, created_at_ms FROM customer_tags \
+        "INSERT INTO customer_tags (customer_id, tag, created_at_ms) SELECT CAST($2 AS BIGINT), tag, created_at_ms FROM customer_tags \
          WHERE customer_id = $1 ON CONFLICT (customer_id, tag) DO NOTHING",
         params![from_id, to_id],
     )?;
     conn.execute("DELETE FROM customer_tags WHERE customer_id = $1", params![from_id])?;
-    let consents =
-        conn.execute("UPDATE customer_consents SET customer_id = $2 WHERE customer_id = $1", params![from_id, to_id])?;
-    let events =
-        conn.execute("UPDATE customer_events SET customer_id = $2 WHERE customer_id = $1", params![from_id, to_id])?;
-    let purchases =
-        conn.execute("UPDATE purchases SET customer_id = $2 WHERE customer_id = $1", params![from_id, to_id])?;
+    let consents = conn.execute(
+        "UPDATE customer_consents SET customer_id = $2 WHERE customer_id = $1",
+        params![from_id, to_id],
+    )?;
+    let events = conn.execute(
+        "UPDATE customer_events SET customer_id = $2 WHERE customer_id = $1",
+        params![from_id, to_id],
+    )?;
+    let purchases = conn
+        .execute("UPDATE purchases SET customer_id = $2 WHERE customer_id = $1", params![from_id, to_id])?;
     Ok(Reassigned { tags, consents, events, purchases })
 }
 
@@ -581,7 +609,11 @@ fn in_list(count: usize, first: usize) -> String {
 }
 
 /// For a batch of blind indexes, the oldest customer (not merged away) holding each.
-pub fn match_indexes(conn: &mut Conn<'_>, field: IndexedField, keys: &[Vec<u8>]) -> StoreResult<HashMap<Vec<u8>, i64>> {
+pub fn match_indexes(
+    conn: &mut Conn<'_>,
+    field: IndexedField,
+    keys: &[Vec<u8>],
+) -> StoreResult<HashMap<Vec<u8>, i64>> {
     let mut found = HashMap::new();
     for chunk in keys.chunks(500) {
         let values: Vec<Value<'_>> = chunk.iter().map(|key| Value::from(key.as_slice())).collect();

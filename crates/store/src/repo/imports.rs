@@ -97,7 +97,7 @@ pub fn get(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<ImportRecord>> {
 /// Newest first.
 pub fn list(conn: &mut Conn<'_>, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<ImportRecord>> {
     conn.query(
-        &format!("SELECT {COLUMNS} FROM imports WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"),
+        &format!("SELECT {COLUMNS} FROM imports WHERE (CAST($1 AS BIGINT) IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"),
         params![before_id, bounded(limit)],
         from_row,
     )

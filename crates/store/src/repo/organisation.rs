@@ -84,3 +84,8 @@ pub fn set_setting(conn: &mut Conn<'_>, name: &str, value: &str, now_ms: i64) ->
     )?;
     Ok(())
 }
+
+/// A trivial query, to tell that the database answers.
+pub fn ping(conn: &mut Conn<'_>) -> StoreResult<i64> {
+    conn.query_one("SELECT 1", params![], |row| row.get(0))
+}

@@ -94,7 +94,12 @@ pub fn by_external_id(conn: &mut Conn<'_>, external_id: &str) -> StoreResult<Opt
 /// many were inserted.
 pub fn insert_many(conn: &mut Conn<'_>, records: &[PurchaseRecord]) -> StoreResult<u64> {
     let rows: Vec<Vec<Value<'_>>> = records.iter().map(PurchaseRecord::values).collect();
-    conn.insert_rows_skipping_duplicates("purchases", &INSERT_COLUMNS, "(external_id) WHERE external_id IS NOT NULL", &rows)
+    conn.insert_rows_skipping_duplicates(
+        "purchases",
+        &INSERT_COLUMNS,
+        "(external_id) WHERE external_id IS NOT NULL",
+        &rows,
+    )
 }
 
 /// A customer's purchases, newest first, strictly before `(before_ms, before_id)`.

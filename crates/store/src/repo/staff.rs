@@ -86,7 +86,11 @@ pub fn update(conn: &mut Conn<'_>, record: &StaffRecord) -> StoreResult<u64> {
 }
 
 pub fn get(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<StaffRecord>> {
-    conn.query_optional(&format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = $1"), params![id], staff_from_row)
+    conn.query_optional(
+        &format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = $1"),
+        params![id],
+        staff_from_row,
+    )
 }
 
 pub fn by_username(conn: &mut Conn<'_>, username: &str) -> StoreResult<Option<StaffRecord>> {
@@ -98,10 +102,15 @@ pub fn by_username(conn: &mut Conn<'_>, username: &str) -> StoreResult<Option<St
 }
 
 /// Staff in id order after `after_id`, optionally only those of one store.
-pub fn list(conn: &mut Conn<'_>, store_id: Option<i64>, after_id: i64, limit: i64) -> StoreResult<Vec<StaffRecord>> {
+pub fn list(
+    conn: &mut Conn<'_>,
+    store_id: Option<i64>,
+    after_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<StaffRecord>> {
     conn.query(
         &format!(
-            "SELECT {STAFF_COLUMNS} FROM staff WHERE id > $1 AND ($2 IS NULL OR store_id = $2) ORDER BY id LIMIT $3"
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE id > $1 AND (CAST($2 AS BIGINT) IS NULL OR store_id = $2) ORDER BY id LIMIT $3"
         ),
         params![after_id, store_id, bounded(limit)],
         staff_from_row,
@@ -109,7 +118,11 @@ pub fn list(conn: &mut Conn<'_>, store_id: Option<i64>, after_id: i64, limit: i6
 }
 
 pub fn count_active_admins(conn: &mut Conn<'_>) -> StoreResult<i64> {
-    conn.query_one("SELECT count(*) FROM staff WHERE role = 'admin' AND status = 'active'", params![], |row| row.get(0))
+    conn.query_one(
+        "SELECT count(*) FROM staff WHERE role = 'admin' AND status = 'active'",
+        params![],
+        |row| row.get(0),
+    )
 }
 
 pub fn count(conn: &mut Conn<'_>) -> StoreResult<i64> {
@@ -168,7 +181,12 @@ pub fn session_by_hash(conn: &mut Conn<'_>, token_hash: &[u8]) -> StoreResult<Op
     )
 }
 
-pub fn touch_session(conn: &mut Conn<'_>, id: i64, last_seen_at_ms: i64, expires_at_ms: i64) -> StoreResult<u64> {
+pub fn touch_session(
+    conn: &mut Conn<'_>,
+    id: i64,
+    last_seen_at_ms: i64,
+    expires_at_ms: i64,
+) -> StoreResult<u64> {
     conn.execute(
         "UPDATE sessions SET last_seen_at_ms = $2, expires_at_ms = $3 WHERE id = $1",
         params![id, last_seen_at_ms, expires_at_ms],
@@ -251,7 +269,11 @@ pub fn token_by_hash(conn: &mut Conn<'_>, token_hash: &[u8]) -> StoreResult<Opti
 }
 
 pub fn get_token(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<ApiTokenRecord>> {
-    conn.query_optional(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"), params![id], token_from_row)
+    conn.query_optional(
+        &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+        params![id],
+        token_from_row,
+    )
 }
 
 pub fn list_tokens(conn: &mut Conn<'_>, after_id: i64, limit: i64) -> StoreResult<Vec<ApiTokenRecord>> {

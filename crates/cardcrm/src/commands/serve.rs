@@ -1,0 +1,61 @@
+//! `cardcrm serve`: the HTTP API until SIGINT or SIGTERM.
+
+use cardcrm_service::Services;
+use clap::Args;
+
+use super::{CommandResult, Failure, init_logging, load_settings, open};
+use crate::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+}
+
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CommandResult {
+    let settings = load_settings(global, args.listen)?;
+    init_logging(&settings);
+    let services = open(settings).await?;
+    serve(services, None).await
+}
+
+/// Binds, prints where it listens (and `banner`), and serves until a shutdown signal.
+pub async fn serve(services: Services, banner: Option<String>) -> CommandResult {
+    let address = services.settings().listen_address()?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| Failure::other(format!("cannot listen on {address}: {error}")))?;
+    let bound = listener.local_addr().map_err(|error| Failure::other(error.to_string()))?;
+    tracing::info!(%bound, database = services.database().backend().as_str(), "serving");
+    if let Some(banner) = banner {
+        println!("{banner}");
+    }
+    println!("cardcrm is listening on http://{bound} (API under /api/v1, document at /api/v1/openapi.json)");
+    let app = cardcrm_web::app(services);
+    cardcrm_web::serve(listener, app, shutdown_signal())
+        .await
+        .map_err(|error| Failure::other(format!("the server stopped: {error}")))
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

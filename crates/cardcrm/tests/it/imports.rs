@@ -1,0 +1,263 @@
+//! Imports from the command line and the API: all-or-nothing by default with the line of
+//! every problem, skipping with a reject file on request, dry runs, encodings, XLSX, and
+//! transactions that are counted once however often they are sent.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Auth, TestApp, spawn_app};
+
+fn write(app: &TestApp, name: &str, contents: &[u8]) -> String {
+    let path = app.data_dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.display().to_string()
+}
+
+async fn customer_count(app: &TestApp, admin: &Auth) -> usize {
+    app.get(admin, "/api/v1/customers?limit=200").await.body["items"].as_array().unwrap().len()
+}
+
+const GOOD_AND_BAD: &str = "姓名,手机,生日,邮箱,标签\n\
+张三,138 1234 5678,1990/1/2,zhang@qq.com,vip\n\
+李四,12345,1991年2月3日,li@qq.com,\n\
+王五,１３９００００１１１１,19920304,,咖啡控;vip\n";
+
+#[tokio::test]
+async fn one_bad_row_in_the_middle_writes_nothing_and_names_its_line() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let file = write(&app, "customers.csv", GOOD_AND_BAD.as_bytes());
+    let output = app.cli(&["import", "customers", &file]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 3: phone:"), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(customer_count(&app, &admin).await, 0);
+    let history = app.get(&admin, "/api/v1/imports").await;
+    assert_eq!(history.body["items"][0]["status"], "rejected", "{}", history.text);
+}
+
+#[tokio::test]
+async fn skip_invalid_writes_the_good_rows_and_a_reject_file() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let file = write(&app, "customers.csv", GOOD_AND_BAD.as_bytes());
+    let rejects = app.data_dir.join("bad-rows.csv");
+    let output = app.cli(&[
+        "import",
+        "customers",
+        &file,
+        "--skip-invalid",
+        "--reject-file",
+        rejects.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["rows_total"].as_u64(), report["rows_inserted"].as_u64(), report["rows_rejected"].as_u64()),
+        (Some(3), Some(2), Some(1))
+    );
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    let lines: Vec<&str> = rejected.lines().collect();
+    assert_eq!(lines[0], "_line,_errors,姓名,手机,生日,邮箱,标签");
+    assert!(lines[1].starts_with("3,phone: `12345` is not a phone number"), "{rejected}");
+    assert_eq!(lines.len(), 2);
+    let wang = app.get(&admin, "/api/v1/customers?phone=13900001111").await;
+    assert_eq!(wang.body["items"][0]["name"], "王五", "full-width digits were normalised");
+    assert_eq!(wang.body["items"][0]["tags"], json!(["vip", "咖啡控"]));
+    assert_eq!(wang.body["items"][0]["source_channel"], "import");
+    let zhang = app.get(&admin, "/api/v1/customers?q=zhang@qq.com").await;
+    assert_eq!(zhang.body["items"][0]["birthday"], "1990-01-02");
+
+    // The fixed reject file imports as it is: its `_` columns are ignored.
+    let fixed = rejected.replace("12345", "13700009999");
+    let fixed_path = write(&app, "fixed.csv", fixed.as_bytes());
+    let again = app.cli(&["import", "customers", &fixed_path]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(customer_count(&app, &admin).await, 3);
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_without_writing_and_duplicates_follow_the_policy() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let file = write(&app, "customers.csv", b"name,phone\nA,13800000001\nB,13800000002\n");
+    let dry = app.cli(&["import", "customers", &file, "--dry-run", "--json"]);
+    assert!(dry.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(report["status"], "dry_run");
+    assert_eq!(report["rows_inserted"], 2);
+    assert_eq!(customer_count(&app, &admin).await, 0);
+
+    assert!(app.cli(&["import", "customers", &file]).status.success());
+    let duplicate = app.cli(&["import", "customers", &file]);
+    assert_eq!(duplicate.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already has this phone"));
+    let skipped = app.cli(&["import", "customers", &file, "--on-duplicate", "skip", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&skipped.stdout).unwrap();
+    assert_eq!(report["rows_skipped"], 2);
+    let updated_file = write(&app, "update.csv", b"name,phone,city\nA,13800000001,Shenzhen\n");
+    let updated = app.cli(&["import", "customers", &updated_file, "--on-duplicate", "update", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&updated.stdout).unwrap();
+    assert_eq!(report["rows_updated"], 1);
+    let a = app.get(&admin, "/api/v1/customers?phone=13800000001").await;
+    assert_eq!(a.body["items"][0]["city"], "Shenzhen");
+    let within = write(&app, "twice.csv", b"name,phone\nC,13800000003\nD,138-0000-0003\n");
+    let output = app.cli(&["import", "customers", &within]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("line 3: phone: the same phone as line 2"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn gbk_files_are_read_and_broken_encoding_names_its_line() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (gbk, _, _) = encoding_rs::GBK.encode("姓名,手机\n刘德华,13600001234\n");
+    let file = write(&app, "gbk.csv", &gbk);
+    let output = app.cli(&["import", "customers", &file, "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["encoding"], "gb18030");
+    let found = app.get(&admin, "/api/v1/customers?phone=13600001234").await;
+    assert_eq!(found.body["items"][0]["name"], "刘德华");
+
+    let mut broken = b"name,phone\nok,13600000001\nok2,13600000002\n".to_vec();
+    broken.extend_from_slice(b"bad\xff\xfe,13600000003\n");
+    let file = write(&app, "broken.csv", &broken);
+    let output = app.cli(&["import", "customers", &file, "--encoding", "utf-8"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("line 4") && stderr.contains("not valid UTF-8"), "{stderr}");
+    assert_eq!(customer_count(&app, &admin).await, 1, "nothing of the broken file was written");
+}
+
+#[tokio::test]
+async fn xlsx_workbooks_import_with_numeric_phones_and_date_cells() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "姓名").unwrap();
+    sheet.write_string(0, 1, "手机号").unwrap();
+    sheet.write_string(0, 2, "生日").unwrap();
+    sheet.write_string(1, 0, "郭靖").unwrap();
+    sheet.write_number(1, 1, 13512345678.0).unwrap();
+    let date = rust_xlsxwriter::ExcelDateTime::from_ymd(1988, 8, 8).unwrap();
+    let format = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
+    sheet.write_datetime_with_format(1, 2, &date, &format).unwrap();
+    let path = app.data_dir.join("members.xlsx");
+    workbook.save(&path).unwrap();
+    let output = app.cli(&["import", "customers", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let found = app.get(&admin, "/api/v1/customers?phone=13512345678").await;
+    assert_eq!(found.body["items"][0]["name"], "郭靖");
+    assert_eq!(found.body["items"][0]["birthday"], "1988-08-08");
+}
+
+#[tokio::test]
+async fn transactions_resolve_customers_read_store_time_and_count_once() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let stores = write(&app, "stores.csv", "code,name,city,time_zone\nSH001,上海店,上海,Asia/Shanghai\nNY001,New York,New York,America/New_York\n".as_bytes());
+    assert!(app.cli(&["import", "stores", &stores]).status.success());
+    let customers =
+        write(&app, "customers.csv", b"external_id,name,phone\nM1,A,13800000001\nM2,B,13800000002\n");
+    assert!(app.cli(&["import", "customers", &customers]).status.success());
+    let transactions = write(
+        &app,
+        "transactions.csv",
+        "external_id,customer_external_id,phone,store_code,occurred_at,amount,category\n\
+         T1,M1,,SH001,2026-01-02 10:00:00,\"1,288.50\",服装\n\
+         T2,,138 0000 0002,NY001,2026-01-02 10:00:00,¥35,咖啡茶饮\n"
+            .as_bytes(),
+    );
+    let first = app.cli(&["import", "transactions", &transactions, "--json"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["rows_inserted"], 2);
+    let second = app.cli(&["import", "transactions", &transactions, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(
+        (report["rows_inserted"].as_u64(), report["rows_skipped"].as_u64()),
+        (Some(0), Some(2)),
+        "a re-sent file counts once"
+    );
+
+    let a =
+        app.get(&admin, "/api/v1/customers?phone=13800000001").await.body["items"][0]["id"].as_i64().unwrap();
+    let bought = app.get(&admin, &format!("/api/v1/customers/{a}/purchases")).await;
+    assert_eq!(bought.body["items"][0]["amount_minor"], 128_850);
+    assert_eq!(bought.body["items"][0]["occurred_at"], "2026-01-02T02:00:00Z");
+    let b =
+        app.get(&admin, "/api/v1/customers?phone=13800000002").await.body["items"][0]["id"].as_i64().unwrap();
+    let bought = app.get(&admin, &format!("/api/v1/customers/{b}/purchases")).await;
+    assert_eq!(bought.body["items"][0]["occurred_at"], "2026-01-02T15:00:00Z", "New York local time");
+
+    let unknown = write(
+        &app,
+        "unknown.csv",
+        b"customer_external_id,occurred_at,amount\nM1,2026-01-03,10\nM404,2026-01-03,10\n",
+    );
+    let output = app.cli(&["import", "transactions", &unknown]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("line 3: customer_external_id: no customer matches"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_api_imports_files_and_keeps_rejected_rows_for_download() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (cookie, csrf) = match &admin {
+        Auth::Session { cookie, csrf } => (cookie.clone(), csrf.clone()),
+        _ => unreachable!(),
+    };
+    let send = |query: &str| {
+        app.client
+            .post(app.url(&format!("/api/v1/imports/customers?{query}")))
+            .header("cookie", cookie.as_str())
+            .header("x-csrf-token", csrf.as_str())
+            .header("content-type", "text/csv")
+            .body(GOOD_AND_BAD)
+    };
+    let rejected = app.raw(send("file_name=members.csv")).await;
+    assert_eq!(rejected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(rejected.code(), "import.rejected");
+    assert_eq!(rejected.body["line"], 3);
+    assert_eq!(rejected.body["field"], "phone");
+    assert_eq!(rejected.body["report"]["rows_rejected"], 1);
+    assert_eq!(customer_count(&app, &admin).await, 0);
+
+    let committed = app.raw(send("file_name=members.csv&skip_invalid=true")).await;
+    assert_eq!(committed.status, StatusCode::CREATED, "{}", committed.text);
+    let id = committed.body["import_id"].as_i64().unwrap();
+    let rows = app
+        .raw(
+            app.client
+                .get(app.url(&format!("/api/v1/imports/{id}/rejects")))
+                .header("cookie", cookie.as_str()),
+        )
+        .await;
+    assert_eq!(rows.status, StatusCode::OK, "{}", rows.text);
+    assert!(rows.text.starts_with("_line,_errors,"), "{}", rows.text);
+    assert!(rows.text.contains("12345"));
+    let clerk = app.staff_session("clerk1", "clerk", None).await;
+    let refused = app.get(&clerk, &format!("/api/v1/imports/{id}")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let unknown_column = app
+        .raw(
+            app.client
+                .post(app.url("/api/v1/imports/customers"))
+                .header("cookie", cookie.as_str())
+                .header("x-csrf-token", csrf.as_str())
+                .body("name,fax\nA,1\n"),
+        )
+        .await;
+    assert_eq!(unknown_column.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown_column.code(), "import.unknown_column");
+    assert_eq!(unknown_column.body["line"], 1);
+}

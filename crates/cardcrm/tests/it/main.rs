@@ -1,0 +1,13 @@
+//! The test story of cardcrm through its public surfaces: the HTTP API (an app spawned on
+//! port 0 with its own database) and the command line (the built binary). Every test runs on
+//! SQLite, and on PostgreSQL when TEST_DATABASE_URL names a server.
+
+mod support;
+
+mod api_access;
+mod api_customers;
+mod api_errors;
+mod cli;
+mod imports;
+mod openapi;
+mod privacy;

@@ -1,0 +1,54 @@
+//! Every route of the API. All of them are registered here through `OpenApiRouter`, so the
+//! OpenAPI document and the router cannot disagree.
+
+pub mod audit;
+pub mod auth;
+pub mod customers;
+pub mod imports;
+pub mod purchases;
+pub mod staff;
+pub mod stores;
+pub mod system;
+pub mod tokens;
+
+use axum::extract::DefaultBodyLimit;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{AppState, openapi::ApiDoc};
+
+pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
+    let imports = OpenApiRouter::new()
+        .routes(routes!(imports::import_customers))
+        .routes(routes!(imports::import_transactions))
+        .routes(routes!(imports::import_stores))
+        .layer(DefaultBodyLimit::max(import_body_limit_bytes));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi_document))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(stores::list_stores, stores::create_store))
+        .routes(routes!(stores::get_store, stores::update_store))
+        .routes(routes!(staff::list_staff, staff::create_staff))
+        .routes(routes!(staff::change_staff))
+        .routes(routes!(staff::reset_password))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(customers::search_customers, customers::create_customer))
+        .routes(routes!(customers::duplicates))
+        .routes(routes!(customers::get_customer, customers::update_customer))
+        .routes(routes!(customers::merge))
+        .routes(routes!(customers::set_consent))
+        .routes(routes!(customers::record_event))
+        .routes(routes!(customers::timeline))
+        .routes(routes!(purchases::list_purchases))
+        .routes(routes!(purchases::record_purchase))
+        .routes(routes!(imports::list_imports))
+        .routes(routes!(imports::get_import))
+        .routes(routes!(imports::import_rejects))
+        .merge(imports)
+}
