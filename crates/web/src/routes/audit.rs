@@ -47,7 +47,7 @@ fn moment(field: &str, raw: &Option<String>) -> Result<Option<i64>, ServiceError
 
 /// Audit entries, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = Page<AuditEntryView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<AuditEntryView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_audit(
     State(state): State<AppState>,
     need: Need<perm::AuditRead>,

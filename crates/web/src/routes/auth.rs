@@ -76,7 +76,7 @@ pub struct Me {
 
 /// Who the caller is and what they may do.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
-    responses((status = 200, body = Me), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Me), Errors), security(("session" = []), ("token" = [])))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let identity = &caller.identity;
     let staff = state.services.whoami(identity).await?;

@@ -52,7 +52,7 @@ pub struct SearchParams {
 /// Finds customers. Exact lookups (phone, e-mail, ID number, external id) reach every store;
 /// lists stay within the caller's store.
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers", params(SearchParams),
-    responses((status = 200, body = Page<CustomerView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<CustomerView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn search_customers(
     State(state): State<AppState>,
     need: Need<perm::CustomerRead>,
@@ -79,7 +79,7 @@ pub async fn search_customers(
 /// Registers a customer. The answer lists existing customers with the same phone, e-mail or
 /// ID number, as merge candidates.
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = CustomerRequest,
-    responses((status = 201, body = CustomerCreated), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 201, description = "Created", body = CustomerCreated), Errors), security(("session" = []), ("token" = [])))]
 pub async fn create_customer(
     State(state): State<AppState>,
     need: Need<perm::CustomerWrite>,
@@ -130,7 +130,7 @@ pub struct RevealParams {
 
 /// One customer with tags and consents. Its `ETag` goes into `If-Match` when changing it.
 #[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers", params(("id" = i64, Path, description = "Customer id"), RevealParams),
-    responses((status = 200, body = CustomerView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = CustomerView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn get_customer(
     State(state): State<AppState>,
     need: Need<perm::CustomerRead>,
@@ -152,7 +152,7 @@ pub async fn get_customer(
 /// Changes a customer: fields left out stay, fields set to null are cleared. Send the
 /// `ETag` as `If-Match` to refuse the change if someone else changed the customer first.
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", params(("id" = i64, Path, description = "Customer id")), request_body = CustomerPatch,
-    responses((status = 200, body = CustomerView), (status = 412, description = "Changed by someone else since read", body = crate::problem::Problem, content_type = "application/problem+json"), Errors),
+    responses((status = 200, description = "OK", body = CustomerView), (status = 412, description = "Changed by someone else since read", body = crate::problem::Problem, content_type = "application/problem+json"), Errors),
     security(("session" = []), ("token" = [])))]
 pub async fn update_customer(
     State(state): State<AppState>,
@@ -178,7 +178,7 @@ pub struct DuplicatesParams {
 
 /// Groups of customers sharing a phone, e-mail or ID number.
 #[utoipa::path(get, path = "/api/v1/customers/duplicates", tag = "customers", params(DuplicatesParams),
-    responses((status = 200, body = Vec<DuplicateGroupView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Vec<DuplicateGroupView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn duplicates(
     State(state): State<AppState>,
     need: Need<perm::CustomerRead>,
@@ -197,7 +197,7 @@ pub struct MergeRequest {
 /// Merges another customer into this one: empty fields are filled, tags, consents, events
 /// and purchases move over. Needs `customer.merge`; audited.
 #[utoipa::path(post, path = "/api/v1/customers/{id}/merge", tag = "customers", params(("id" = i64, Path, description = "The surviving customer")), request_body = MergeRequest,
-    responses((status = 200, body = MergeOutcome), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = MergeOutcome), Errors), security(("session" = []), ("token" = [])))]
 pub async fn merge(
     State(state): State<AppState>,
     need: Need<perm::CustomerMerge>,
@@ -211,7 +211,7 @@ pub async fn merge(
 /// `post`); the history is kept.
 #[utoipa::path(put, path = "/api/v1/customers/{id}/consents/{channel}", tag = "customers",
     params(("id" = i64, Path, description = "Customer id"), ("channel" = String, Path, description = "Consent channel")), request_body = ConsentInput,
-    responses((status = 200, body = Vec<ConsentView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Vec<ConsentView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn set_consent(
     State(state): State<AppState>,
     need: Need<perm::CustomerWrite>,
@@ -223,7 +223,7 @@ pub async fn set_consent(
 
 /// Records a behaviour event (visit, call, app use…) on the customer's timeline.
 #[utoipa::path(post, path = "/api/v1/customers/{id}/events", tag = "customers", params(("id" = i64, Path, description = "Customer id")), request_body = EventInput,
-    responses((status = 201, body = TimelineItem), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 201, description = "Created", body = TimelineItem), Errors), security(("session" = []), ("token" = [])))]
 pub async fn record_event(
     State(state): State<AppState>,
     need: Need<perm::CustomerWrite>,
@@ -235,7 +235,7 @@ pub async fn record_event(
 
 /// Events and purchases, newest first.
 #[utoipa::path(get, path = "/api/v1/customers/{id}/timeline", tag = "customers", params(("id" = i64, Path, description = "Customer id"), PageQuery),
-    responses((status = 200, body = Page<TimelineItem>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<TimelineItem>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn timeline(
     State(state): State<AppState>,
     need: Need<perm::CustomerRead>,

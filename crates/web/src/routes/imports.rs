@@ -149,7 +149,7 @@ pub async fn import_stores(
 
 /// Past imports, newest first.
 #[utoipa::path(get, path = "/api/v1/imports", tag = "imports", params(PageQuery),
-    responses((status = 200, body = Page<ImportView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<ImportView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_imports(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,7 +160,7 @@ pub async fn list_imports(
 
 /// One import with its report.
 #[utoipa::path(get, path = "/api/v1/imports/{id}", tag = "imports", params(("id" = i64, Path, description = "Import id")),
-    responses((status = 200, body = ImportView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = ImportView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn get_import(
     State(state): State<AppState>,
     caller: Caller,

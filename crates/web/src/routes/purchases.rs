@@ -18,7 +18,7 @@ use crate::{
 /// Records a purchase. Sending the same `external_id` again returns the stored purchase
 /// (200) instead of counting it twice; the same id with different content is a 409.
 #[utoipa::path(post, path = "/api/v1/purchases", tag = "purchases", request_body = PurchaseInput,
-    responses((status = 201, body = PurchaseRecorded), (status = 200, description = "Already stored", body = PurchaseRecorded), Errors),
+    responses((status = 201, description = "Created", body = PurchaseRecorded), (status = 200, description = "Already stored", body = PurchaseRecorded), Errors),
     security(("session" = []), ("token" = [])))]
 pub async fn record_purchase(
     State(state): State<AppState>,
@@ -32,7 +32,7 @@ pub async fn record_purchase(
 
 /// A customer's purchases, newest first.
 #[utoipa::path(get, path = "/api/v1/customers/{id}/purchases", tag = "purchases", params(("id" = i64, Path, description = "Customer id"), PageQuery),
-    responses((status = 200, body = Page<PurchaseView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<PurchaseView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_purchases(
     State(state): State<AppState>,
     need: Need<perm::TransactionRead>,

@@ -26,7 +26,7 @@ pub struct PageQuery {
 
 /// Staff accounts in the caller's scope.
 #[utoipa::path(get, path = "/api/v1/staff", tag = "staff", params(PageQuery),
-    responses((status = 200, body = Page<StaffView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<StaffView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_staff(
     State(state): State<AppState>,
     need: Need<perm::StaffManage>,
@@ -37,7 +37,7 @@ pub async fn list_staff(
 
 /// Creates a staff account; without a password one is generated and returned once.
 #[utoipa::path(post, path = "/api/v1/staff", tag = "staff", request_body = NewStaff,
-    responses((status = 201, body = StaffWithPassword), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 201, description = "Created", body = StaffWithPassword), Errors), security(("session" = []), ("token" = [])))]
 pub async fn create_staff(
     State(state): State<AppState>,
     need: Need<perm::StaffManage>,
@@ -48,7 +48,7 @@ pub async fn create_staff(
 
 /// Changes a staff account's name, role, store or status (disabling ends its sessions).
 #[utoipa::path(patch, path = "/api/v1/staff/{id}", tag = "staff", params(("id" = i64, Path, description = "Staff id")), request_body = StaffChange,
-    responses((status = 200, body = StaffView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = StaffView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn change_staff(
     State(state): State<AppState>,
     need: Need<perm::StaffManage>,
@@ -68,7 +68,7 @@ pub struct PasswordReset {
 
 /// Sets a new password, lifts a lockout and ends the account's sessions.
 #[utoipa::path(post, path = "/api/v1/staff/{id}/password", tag = "staff", params(("id" = i64, Path, description = "Staff id")), request_body = PasswordReset,
-    responses((status = 200, body = StaffWithPassword), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = StaffWithPassword), Errors), security(("session" = []), ("token" = [])))]
 pub async fn reset_password(
     State(state): State<AppState>,
     need: Need<perm::StaffManage>,

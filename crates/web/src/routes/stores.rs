@@ -15,14 +15,14 @@ use crate::{
 
 /// Every store.
 #[utoipa::path(get, path = "/api/v1/stores", tag = "stores",
-    responses((status = 200, body = Vec<StoreView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Vec<StoreView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_stores(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<StoreView>>> {
     Ok(Json(state.services.list_stores(&caller.identity).await?))
 }
 
 /// Opens a store. Needs `store.manage`.
 #[utoipa::path(post, path = "/api/v1/stores", tag = "stores", request_body = StoreInput,
-    responses((status = 201, body = StoreView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 201, description = "Created", body = StoreView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn create_store(
     State(state): State<AppState>,
     need: Need<perm::StoreManage>,
@@ -33,7 +33,7 @@ pub async fn create_store(
 
 /// One store.
 #[utoipa::path(get, path = "/api/v1/stores/{id}", tag = "stores", params(("id" = i64, Path, description = "Store id")),
-    responses((status = 200, body = StoreView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = StoreView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn get_store(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,7 +44,7 @@ pub async fn get_store(
 
 /// Changes a store's name, address, time zone or status. Needs `store.manage`.
 #[utoipa::path(patch, path = "/api/v1/stores/{id}", tag = "stores", params(("id" = i64, Path, description = "Store id")), request_body = StoreInput,
-    responses((status = 200, body = StoreView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = StoreView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn update_store(
     State(state): State<AppState>,
     need: Need<perm::StoreManage>,

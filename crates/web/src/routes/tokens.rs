@@ -17,7 +17,7 @@ use crate::{
 
 /// Every API token (never the secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(PageQuery),
-    responses((status = 200, body = Page<ApiTokenView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<ApiTokenView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     need: Need<perm::TokenManage>,
@@ -28,7 +28,7 @@ pub async fn list_tokens(
 
 /// Issues a token with the given scopes; the secret is in this response only.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = ApiTokenRequest,
-    responses((status = 201, body = NewApiToken), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 201, description = "Created", body = NewApiToken), Errors), security(("session" = []), ("token" = [])))]
 pub async fn create_token(
     State(state): State<AppState>,
     need: Need<perm::TokenManage>,
@@ -39,7 +39,7 @@ pub async fn create_token(
 
 /// Revokes a token at once.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path, description = "Token id")),
-    responses((status = 200, body = ApiTokenView), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = ApiTokenView), Errors), security(("session" = []), ("token" = [])))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     need: Need<perm::TokenManage>,
