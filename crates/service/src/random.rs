@@ -4,10 +4,47 @@
 /// Fills `buffer` from the operating system's secure generator.
 pub fn secure_bytes<const N: usize>() -> [u8; N] {
     let mut buffer = [0_u8; N];
+    os_fill(&mut buffer);
+    buffer
+}
+
+fn os_fill(buffer: &mut [u8]) {
     // The OS generator does not fail on supported platforms; if it ever does, continuing
     // with predictable bytes would be worse than stopping.
-    getrandom::fill(&mut buffer).expect("the operating system's random generator failed");
-    buffer
+    getrandom::fill(buffer).expect("the operating system's random generator failed");
+}
+
+/// Bytes fetched from the OS generator in one call and handed out in pieces: a system call
+/// per nonce would cost more than the encryption it serves (bulk imports seal millions).
+const RANDOM_POOL_BYTES: usize = 4_096;
+
+struct RandomPool {
+    bytes: [u8; RANDOM_POOL_BYTES],
+    used: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<RandomPool> =
+        const { std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_POOL_BYTES], used: RANDOM_POOL_BYTES }) };
+}
+
+/// Fills `buffer` with bytes of the OS generator through a per-thread pool; every byte is
+/// handed out once and then wiped from the pool. For nonces and other small values.
+pub fn secure_fill(buffer: &mut [u8]) {
+    if buffer.len() > RANDOM_POOL_BYTES / 4 {
+        os_fill(buffer);
+        return;
+    }
+    POOL.with_borrow_mut(|pool| {
+        if pool.used + buffer.len() > RANDOM_POOL_BYTES {
+            os_fill(&mut pool.bytes);
+            pool.used = 0;
+        }
+        let range = pool.used..pool.used + buffer.len();
+        buffer.copy_from_slice(&pool.bytes[range.clone()]);
+        pool.bytes[range].fill(0);
+        pool.used += buffer.len();
+    });
 }
 
 /// xoshiro256** seeded through SplitMix64: fast, reproducible, not for secrets.
@@ -106,5 +143,20 @@ mod tests {
             assert!((3..=7).contains(&value));
         }
         assert_ne!(SeededRng::new(1).next_u64(), SeededRng::new(2).next_u64());
+    }
+
+    #[test]
+    fn pooled_secure_bytes_never_repeat_across_refills() {
+        let mut seen = std::collections::HashSet::new();
+        // Several pool refills' worth of 12-byte nonces: a repeat would mean a byte range was
+        // handed out twice.
+        for _ in 0..(3 * RANDOM_POOL_BYTES / 12) {
+            let mut nonce = [0_u8; 12];
+            secure_fill(&mut nonce);
+            assert!(seen.insert(nonce), "a nonce repeated");
+        }
+        let mut large = [0_u8; RANDOM_POOL_BYTES];
+        secure_fill(&mut large);
+        assert!(large.iter().any(|byte| *byte != 0));
     }
 }
