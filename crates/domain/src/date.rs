@@ -37,7 +37,26 @@ fn civil(raw: &str, year: i16, month: i16, day: i16) -> Result<Date, FieldError>
 /// Parses a calendar date in any of the accepted spellings, after full-width cleaning.
 pub fn parse_date(raw: &str) -> Result<Date, FieldError> {
     let cleaned = text::clean(raw).ok_or_else(|| invalid_date(raw))?;
-    let value = cleaned.as_str();
+    parse_clean_date(raw, &cleaned)
+}
+
+/// [`parse_date`] of text already cleaned; `raw` is what the error messages quote.
+fn parse_clean_date(raw: &str, value: &str) -> Result<Date, FieldError> {
+    if value.len() == 10 {
+        // The common spelling, without allocating: 1990-01-02.
+        let bytes = value.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            bytes[range]
+                .iter()
+                .try_fold(0_i16, |all, byte| byte.is_ascii_digit().then(|| all * 10 + i16::from(byte - b'0')))
+        };
+        if bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10))
+        {
+            return civil(raw, year, month, day);
+        }
+    }
     if value.len() == 8 && value.bytes().all(|byte| byte.is_ascii_digit()) {
         let year = number(&value[0..4]).ok_or_else(|| invalid_date(raw))?;
         let month = number(&value[4..6]).ok_or_else(|| invalid_date(raw))?;
@@ -99,14 +118,16 @@ pub fn parse_instant(raw: &str) -> Result<Timestamp, FieldError> {
 pub fn parse_moment(raw: &str, zone: &TimeZone) -> Result<Timestamp, FieldError> {
     let cleaned = text::clean(raw).ok_or_else(|| invalid_time(raw))?;
     let value = cleaned.as_str();
-    if let Ok(timestamp) = value.parse::<Timestamp>() {
-        return Ok(timestamp);
-    }
     let (date_part, time_part) = match value.find(['T', ' ']) {
         Some(index) => (&value[..index], Some(value[index + 1..].trim())),
         None => (value, None),
     };
-    let date = parse_date(date_part).map_err(|_| invalid_time(raw))?;
+    // Only a time with a zone designator is an instant; anything else is local to `zone`.
+    let has_offset = time_part.is_some_and(|time| time.ends_with(['Z', 'z']) || time.contains(['+', '-']));
+    if has_offset {
+        return value.parse::<Timestamp>().map_err(|_| invalid_time(raw));
+    }
+    let date = parse_clean_date(raw, date_part).map_err(|_| invalid_time(raw))?;
     let time = match time_part {
         None => Time::midnight(),
         Some(text) => parse_time(text).ok_or_else(|| invalid_time(raw))?,

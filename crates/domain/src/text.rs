@@ -18,10 +18,25 @@ pub fn to_half_width(input: &str) -> String {
 /// removed, runs of whitespace collapsed to one space, trimmed. Returns `None` when nothing
 /// is left.
 pub fn clean(input: &str) -> Option<String> {
-    let half = to_half_width(input);
-    let mut out = String::with_capacity(half.len());
+    // Most fields (codes, numbers, amounts, times, e-mails) are printable ASCII with single
+    // inner spaces: nothing to change, one copy. Imports call this millions of times.
+    let bytes = input.as_bytes();
+    let already_clean = !bytes.is_empty()
+        && bytes[0] != b' '
+        && bytes[bytes.len() - 1] != b' '
+        && bytes.iter().all(|byte| (b' '..=b'~').contains(byte))
+        && !input.contains("  ");
+    if already_clean {
+        return Some(input.to_owned());
+    }
+    let mut out = String::with_capacity(input.len());
     let mut pending_space = false;
-    for character in half.chars() {
+    for character in input.chars() {
+        let character = match character {
+            '\u{3000}' => ' ',
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(character as u32 - 0xFEE0).unwrap_or(character),
+            other => other,
+        };
         if character.is_whitespace() {
             pending_space = !out.is_empty();
             continue;
@@ -58,5 +73,23 @@ mod tests {
         assert_eq!(clean("  张\u{3000}\u{3000}三 \t\n").as_deref(), Some("张 三"));
         assert_eq!(clean("\u{FEFF}abc\u{0007}").as_deref(), Some("abc"));
         assert_eq!(clean(" \u{3000} "), None);
+        assert_eq!(clean("").as_deref(), None);
+        assert_eq!(clean("a  b").as_deref(), Some("a b"));
+        assert_eq!(clean("T0001 x").as_deref(), Some("T0001 x"));
+        assert_eq!(clean(" x").as_deref(), Some("x"));
+    }
+
+    proptest::proptest! {
+        /// Cleaning is idempotent and leaves no full-width characters, controls, or
+        /// leading, trailing or doubled spaces.
+        #[test]
+        fn clean_is_idempotent_and_canonical(input in "\\PC{0,24}|[ a-z\u{3000}\u{FF10}-\u{FF5A}\t]{0,24}") {
+            if let Some(once) = clean(&input) {
+                proptest::prop_assert_eq!(clean(&once), Some(once.clone()));
+                proptest::prop_assert!(!once.starts_with(' ') && !once.ends_with(' ') && !once.contains("  "));
+                let full_width = '\u{FF01}'..='\u{FF5E}';
+                proptest::prop_assert!(!once.chars().any(|c| c.is_control() || full_width.contains(&c)));
+            }
+        }
     }
 }

@@ -55,6 +55,14 @@ enum Inner<'c> {
     Postgres(&'c mut PgClient),
 }
 
+/// A secondary index dropped for a bulk load, with the statement that creates it again.
+#[derive(Debug)]
+#[must_use = "a deferred index must be restored before the transaction commits"]
+pub struct DeferredIndex {
+    name: String,
+    sql: String,
+}
+
 /// A connection inside a unit of work (a transaction opened by the worker that runs it).
 pub struct Conn<'c> {
     inner: Inner<'c>,
@@ -239,6 +247,41 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// For a bulk load into a big table: drops the secondary index `name` inside the current
+    /// transaction so rows go in without a random index write each, and returns what
+    /// [`Conn::restore_index`] needs to build it again, sorted, before the commit. A rollback
+    /// brings the index back untouched. Only on SQLite, where readers keep their snapshot;
+    /// on PostgreSQL dropping an index locks the table against readers, so this returns
+    /// `None` and the index stays. Never use it on an index that enforces uniqueness.
+    pub fn defer_index(&mut self, name: &str) -> StoreResult<Option<DeferredIndex>> {
+        if self.backend() != Backend::Sqlite {
+            return Ok(None);
+        }
+        let definition: Option<(String, i64)> = self.query_optional(
+            "SELECT sql, (SELECT count(*) FROM pragma_index_list(tbl_name) WHERE name = $1 AND \"unique\" = 1) \
+             FROM sqlite_master WHERE type = 'index' AND name = $1",
+            &[Value::from(name)],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let Some((sql, unique)) = definition else {
+            return Err(StoreError::Invariant(format!("there is no index {name} to defer")));
+        };
+        if unique != 0 {
+            return Err(StoreError::Invariant(format!(
+                "index {name} enforces uniqueness; it cannot be deferred"
+            )));
+        }
+        self.batch(&format!("DROP INDEX {name}"))?;
+        Ok(Some(DeferredIndex { name: name.to_owned(), sql }))
+    }
+
+    /// Builds an index dropped by [`Conn::defer_index`] again, from its own definition.
+    pub fn restore_index(&mut self, deferred: DeferredIndex) -> StoreResult<()> {
+        self.batch(&deferred.sql).map_err(|error| {
+            StoreError::Invariant(format!("rebuilding index {} failed: {error}", deferred.name))
+        })
+    }
+
     /// Inserts many rows, silently skipping those that collide with an existing row on the
     /// unique index named by `conflict_target` (`(external_id) WHERE external_id IS NOT NULL`).
     /// Returns how many rows were inserted. PostgreSQL copies into a session-local staging
@@ -319,7 +362,8 @@ impl<'c> Conn<'c> {
                 // makes SQLite keep a statement journal (every touched page copied) and was
                 // measured 25-35% slower here.
                 let placeholders = vec!["?"; columns.len()].join(", ");
-                let sql = format!("INSERT INTO {table} ({column_list}) VALUES ({placeholders}){sqlite_suffix}");
+                let sql =
+                    format!("INSERT INTO {table} ({column_list}) VALUES ({placeholders}){sqlite_suffix}");
                 (|| {
                     let mut statement = connection.prepare_cached(&sql)?;
                     let mut inserted = 0_u64;

@@ -96,12 +96,25 @@ pub fn redact_url(url: &str) -> String {
 
 type ReadJob = Box<dyn FnOnce(&mut Conn<'_>) + Send>;
 
+/// Whether the database checks foreign keys during a bulk unit of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignKeys {
+    /// Every row is checked as it is written.
+    Enforced,
+    /// SQLite skips the per-row check (a random read of the parent table per row, which
+    /// halved bulk load rates); the work resolves its references inside the transaction and
+    /// checks them itself before it returns. PostgreSQL enforces them regardless.
+    CheckedByCaller,
+}
+
 /// A unit of work waiting for a writer.
 trait WriteJob: Send {
     /// Runs inside the open transaction, under a savepoint. Returns whether it succeeded.
     fn run(&mut self, conn: &mut Conn<'_>) -> bool;
     /// Whether the job may run again after a retryable failure.
     fn can_retry(&self) -> bool;
+    /// A bulk job runs alone in its own transaction; `Some` says how foreign keys are kept.
+    fn bulk(&self) -> Option<ForeignKeys>;
     /// Called once the transaction is committed (`Ok`) or abandoned (`Err`).
     fn finish(self: Box<Self>, commit: StoreResult<()>);
 }
@@ -110,6 +123,7 @@ struct Job<F, T, E> {
     work: F,
     result: Option<Result<T, E>>,
     retry: bool,
+    bulk: Option<ForeignKeys>,
     reply: oneshot::Sender<Result<T, E>>,
 }
 
@@ -131,6 +145,10 @@ where
 
     fn can_retry(&self) -> bool {
         self.retry
+    }
+
+    fn bulk(&self) -> Option<ForeignKeys> {
+        self.bulk
     }
 
     fn finish(self: Box<Self>, commit: StoreResult<()>) {
@@ -250,12 +268,14 @@ impl Database {
         E: From<StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.send_write(Box::new(Job { work, result: None, retry: true, reply }))?;
+        self.send_write(Box::new(Job { work, result: None, retry: true, bulk: None, reply }))?;
         answer.await.map_err(|_| E::from(StoreError::Closed))?
     }
 
-    /// Like [`Database::write`] for work that can run only once (it consumes a stream).
-    pub async fn write_once<T, E, F>(&self, work: F) -> Result<T, E>
+    /// Runs work that can run only once (it consumes a stream, such as an import file) in a
+    /// transaction of its own: writes queued meanwhile wait and commit after it. With
+    /// [`ForeignKeys::CheckedByCaller`] SQLite does not check foreign keys row by row.
+    pub async fn write_bulk<T, E, F>(&self, foreign_keys: ForeignKeys, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut Conn<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -267,7 +287,8 @@ impl Database {
             None => Err(E::from(StoreError::Invariant("a run-once unit of work ran twice".into()))),
         };
         let (reply, answer) = oneshot::channel();
-        self.send_write(Box::new(Job { work: once, result: None, retry: false, reply }))?;
+        let job = Job { work: once, result: None, retry: false, bulk: Some(foreign_keys), reply };
+        self.send_write(Box::new(job))?;
         answer.await.map_err(|_| E::from(StoreError::Closed))?
     }
 }
@@ -359,30 +380,70 @@ fn run_batch(conn: &mut Conn<'_>, begin: &str, jobs: Vec<Box<dyn WriteJob>>) {
     }
 }
 
-/// Takes the first job, then whatever else is waiting (bounded), lingering if asked.
+type QueuedJob = Box<dyn WriteJob>;
+
+/// Takes the first job, then whatever else is waiting (bounded), lingering if asked. A bulk
+/// job goes alone: met while gathering, it is held back for the next transaction.
 fn gather(
     first: Box<dyn WriteJob>,
     receiver: &Receiver<Box<dyn WriteJob>>,
     options: &DatabaseOptions,
-) -> Vec<Box<dyn WriteJob>> {
+) -> (Vec<QueuedJob>, Option<QueuedJob>) {
+    if first.bulk().is_some() {
+        return (vec![first], None);
+    }
     let mut batch = vec![first];
     let deadline = Instant::now() + options.write_linger;
     while batch.len() < options.write_batch_max.max(1) {
-        match receiver.try_recv() {
-            Ok(job) => batch.push(job),
+        let next = match receiver.try_recv() {
+            Ok(job) => job,
             Err(_) => {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
                 match receiver.recv_timeout(deadline - now) {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => job,
                     Err(_) => break,
                 }
             }
+        };
+        if next.bulk().is_some() {
+            return (batch, Some(next));
         }
+        batch.push(next);
     }
-    batch
+    (batch, None)
+}
+
+/// Runs `first` and everything gathered with it, then any bulk job held back, in turn.
+fn write_from(
+    first: Box<dyn WriteJob>,
+    receiver: &Receiver<Box<dyn WriteJob>>,
+    options: &DatabaseOptions,
+    conn: &mut Conn<'_>,
+) {
+    let begin = match conn.backend() {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
+    let mut next = Some(first);
+    while let Some(first) = next.take() {
+        let (batch, held) = gather(first, receiver, options);
+        let unchecked = conn.backend() == Backend::Sqlite
+            && batch.iter().any(|job| job.bulk() == Some(ForeignKeys::CheckedByCaller));
+        if unchecked {
+            // Only outside a transaction does SQLite take this switch.
+            if let Err(error) = conn.batch("PRAGMA foreign_keys = OFF") {
+                tracing::error!(%error, "could not switch foreign keys off for a bulk load");
+            }
+        }
+        run_batch(conn, begin, batch);
+        if unchecked && let Err(error) = conn.batch("PRAGMA foreign_keys = ON") {
+            tracing::error!(%error, "could not switch foreign keys back on after a bulk load");
+        }
+        next = held;
+    }
 }
 
 fn sqlite_connection(
@@ -439,8 +500,7 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     let writer_options = options.clone();
     workers.push(std::thread::Builder::new().name("sqlite-write".into()).spawn(move || {
         while let Ok(first) = write_receiver.recv() {
-            let batch = gather(first, &write_receiver, &writer_options);
-            run_batch(&mut Conn::sqlite(&writer), "BEGIN IMMEDIATE", batch);
+            write_from(first, &write_receiver, &writer_options, &mut Conn::sqlite(&writer));
         }
         // Leave a tidy file behind: fold the WAL back into the database.
         let _ = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
@@ -481,8 +541,7 @@ fn open_postgres(url: &str, options: &DatabaseOptions) -> StoreResult<Database> 
                     recv(writes) -> job => {
                         let Ok(first) = job else { break };
                         reconnect_if_closed(&mut client, &url);
-                        let batch = gather(first, &writes, &worker_options);
-                        run_batch(&mut Conn::postgres(&mut client), "BEGIN", batch);
+                        write_from(first, &writes, &worker_options, &mut Conn::postgres(&mut client));
                     }
                     recv(reads) -> job => {
                         let Ok(job) = job else { break };

@@ -13,7 +13,7 @@ pub mod repo;
 pub mod testing;
 pub mod value;
 
-pub use conn::{Backend, Conn};
-pub use database::{Database, DatabaseOptions, Location, redact_url};
+pub use conn::{Backend, Conn, DeferredIndex};
+pub use database::{Database, DatabaseOptions, ForeignKeys, Location, redact_url};
 pub use error::{StoreError, StoreResult};
 pub use value::{FromColumn, Row, Value};

@@ -2,7 +2,7 @@
 //! group-committed writes, savepoint isolation of failed units, constraint mapping, bulk paths.
 
 use cardcrm_store::{
-    Database, DatabaseOptions, StoreError, params,
+    Backend, Database, DatabaseOptions, ForeignKeys, StoreError, params,
     repo::{organisation, purchases},
     testing::TestDatabase,
 };
@@ -118,4 +118,68 @@ async fn allocated_ids_never_overlap_within_a_transaction() {
     assert_eq!(first.len(), 3);
     assert_eq!(second.len(), 2);
     assert!(first.iter().all(|id| !second.contains(id)), "{first:?} {second:?}");
+}
+
+/// Whether `name` is an index of the database, asked the backend's own way.
+async fn index_exists(database: &Database, name: &'static str) -> bool {
+    let sql = match database.backend() {
+        Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
+        Backend::Postgres => "SELECT count(*) FROM pg_indexes WHERE indexname = $1",
+    };
+    database.read(move |conn| conn.query_one(sql, params![name], |row| row.get::<i64>(0))).await.unwrap() == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_index_is_rebuilt_before_commit_and_survives_a_rollback() {
+    let (_test, database) = open();
+    let name = purchases::CUSTOMER_INDEX;
+    // A unit that defers the index and then fails: the rollback keeps the index.
+    let failed = database
+        .write_bulk(ForeignKeys::Enforced, move |conn| {
+            let deferred = conn.defer_index(name)?;
+            assert_eq!(deferred.is_some(), conn.backend() == Backend::Sqlite, "only SQLite defers");
+            Err::<(), _>(StoreError::Invariant("stop here".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(index_exists(&database, name).await);
+    // A unit that defers and restores it commits with the index in place.
+    database
+        .write_bulk(ForeignKeys::Enforced, move |conn| {
+            if let Some(deferred) = conn.defer_index(name)? {
+                conn.restore_index(deferred)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    assert!(index_exists(&database, name).await);
+    // An index that enforces uniqueness is never dropped.
+    let unique = database
+        .write_bulk(ForeignKeys::Enforced, |conn| conn.defer_index("purchases_external_id").map(|_| ()))
+        .await;
+    if database.backend() == Backend::Sqlite {
+        assert!(matches!(unique, Err(StoreError::Invariant(_))), "{unique:?}");
+    }
+    assert!(index_exists(&database, "purchases_external_id").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_are_enforced_again_after_a_bulk_unit_that_checked_its_own() {
+    let (_test, database) = open();
+    let orphan = |conn: &mut cardcrm_store::Conn<'_>| {
+        conn.execute(
+            "INSERT INTO customer_tags (customer_id, tag, created_at_ms) VALUES (424242, 'x', 0)",
+            params![],
+        )
+    };
+    // PostgreSQL checks even here; SQLite leaves it to the unit, which does not roll back.
+    let bulk = database.write_bulk(ForeignKeys::CheckedByCaller, move |conn| orphan(conn)).await;
+    assert_eq!(bulk.is_ok(), database.backend() == Backend::Sqlite, "{bulk:?}");
+    database.write(|conn| conn.execute("DELETE FROM customer_tags", params![])).await.unwrap();
+    // Every ordinary write after it is checked.
+    let error = database.write(move |conn| orphan(conn)).await.unwrap_err();
+    assert!(matches!(error, StoreError::ForeignKeyViolation { .. }), "{error}");
+    let error = database.write_bulk(ForeignKeys::Enforced, move |conn| orphan(conn)).await.unwrap_err();
+    assert!(matches!(error, StoreError::ForeignKeyViolation { .. }), "{error}");
 }

@@ -14,7 +14,7 @@ use cardcrm_store::{
     repo::customers::{self as repo, ConsentRecord, IndexedField},
 };
 
-use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
+use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, ImportKind, Staged, push};
 use crate::{
     Services, audit,
     customers::{id_number_index, open_pii, seal_record},
@@ -120,7 +120,7 @@ fn parse_yes_no(raw: &str) -> Result<Option<bool>, FieldError> {
 }
 
 impl CustomerImport {
-    fn given(map: &ColumnMap, fields: &[String], column: usize) -> Option<String> {
+    fn given(map: &ColumnMap, fields: &Fields, column: usize) -> Option<String> {
         let value = map.get(fields, column);
         (!value.trim().is_empty()).then(|| value.to_owned())
     }
@@ -130,6 +130,7 @@ impl ImportKind for CustomerImport {
     const NAME: &'static str = "customers";
     type Row = CustomerRow;
     type ReadState = SeenInFile;
+    type Shared = ();
     type Context = ();
 
     fn columns() -> &'static [Column] {
@@ -150,9 +151,10 @@ impl ImportKind for CustomerImport {
     fn prepare(
         &self,
         seen: &mut SeenInFile,
+        _shared: &(),
         map: &ColumnMap,
         line: u64,
-        fields: &[String],
+        fields: &Fields,
     ) -> Result<CustomerRow, FieldErrors> {
         let mut errors = FieldErrors::new();
         let get = |column| Self::given(map, fields, column);
@@ -250,6 +252,10 @@ impl ImportKind for CustomerImport {
             return Err(errors);
         }
         Ok(CustomerRow { draft, store_id, consents, phone_index, email_index, id_index, existing: None })
+    }
+
+    fn share(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
+        Ok(())
     }
 
     fn load(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {

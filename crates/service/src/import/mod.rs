@@ -22,7 +22,7 @@ use std::{
 
 use cardcrm_domain::{FieldError, FieldErrors};
 use cardcrm_store::{
-    Conn, StoreError,
+    Conn, ForeignKeys, StoreError,
     repo::{audit as audit_repo, imports as repo},
 };
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ use crate::{
     identity::Identity,
     view::{Page, cursor_decode_id, cursor_encode_id, page_limit},
 };
-pub use source::{Column, ColumnMap, FileFormat, ImportSource, RowReader, TextEncoding};
+pub use source::{Column, ColumnMap, Fields, FileFormat, ImportSource, RowReader, TextEncoding};
 
 /// Counters a progress display can poll while an import runs.
 #[derive(Debug, Default)]
@@ -141,10 +141,10 @@ impl RejectSink {
         Self::Memory { writer: csv::Writer::from_writer(Vec::new()), rows: 0, rows_max }
     }
 
-    fn write(&mut self, header: &[String], line: u64, errors: &str, fields: &[String]) -> ServiceResult<()> {
+    fn write(&mut self, header: &[String], line: u64, errors: &str, fields: &Fields) -> ServiceResult<()> {
         let record = || {
             let mut row = vec![line.to_string(), errors.to_owned()];
-            row.extend(fields.iter().cloned());
+            row.extend(fields.iter().map(str::to_owned));
             row
         };
         let mut heading = vec!["_line".to_owned(), "_errors".to_owned()];
@@ -214,7 +214,7 @@ impl RejectSink {
 /// A row that passed cleaning, with what it came from.
 pub struct Staged<R> {
     pub line: u64,
-    pub fields: Vec<String>,
+    pub fields: Option<Fields>,
     pub row: R,
 }
 
@@ -231,11 +231,24 @@ pub struct BatchOutcome {
 
 /// One kind of import: its columns, how a row is cleaned (reader thread, no database) and
 /// how rows are checked and written (storage writer, inside the import's transaction).
+///
+/// What the reader needs from the database (say, every customer's external id) is loaded
+/// by the writer inside the import's transaction as [`ImportKind::Shared`] and handed to
+/// the reader before its first row, so rows are resolved on the reader's core and the
+/// writer only writes.
 pub trait ImportKind: Send + Sync + 'static {
     const NAME: &'static str;
+    /// Whether SQLite checks this kind's foreign keys row by row, or the kind checks the
+    /// references it wrote itself, in [`ImportKind::finish`].
+    const FOREIGN_KEYS: ForeignKeys = ForeignKeys::Enforced;
     type Row: Send + 'static;
+    /// Whether [`ImportKind::check`] may reject rows that prepared well (then each row's
+    /// fields travel to the writer for the reject file).
+    const CHECK_MAY_REJECT: bool = true;
     /// State of the reader thread across rows (e.g. to spot duplicates inside the file).
     type ReadState: Default + Send;
+    /// Read by the writer inside the transaction, then used by the reader for every row.
+    type Shared: Send + Sync + 'static;
     /// What the writer loads once before the first batch.
     type Context;
 
@@ -245,10 +258,12 @@ pub trait ImportKind: Send + Sync + 'static {
     fn prepare(
         &self,
         state: &mut Self::ReadState,
+        shared: &Self::Shared,
         map: &ColumnMap,
         line: u64,
-        fields: &[String],
+        fields: &Fields,
     ) -> Result<Self::Row, FieldErrors>;
+    fn share(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<Self::Shared>;
     fn load(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<Self::Context>;
     /// Checks rows against the database; returns the rows to write and the rejected ones.
     fn check(
@@ -264,11 +279,16 @@ pub trait ImportKind: Send + Sync + 'static {
         rows: Vec<Staged<Self::Row>>,
         outcome: &mut BatchOutcome,
     ) -> ServiceResult<()>;
+    /// Runs after the last batch of an import that will commit (not for dry runs or
+    /// rejected files, whose transaction is rolled back).
+    fn finish(&self, _conn: &mut Conn<'_>, _context: Self::Context) -> ServiceResult<()> {
+        Ok(())
+    }
 }
 
 enum Message<R> {
     Start { header: Vec<String>, encoding: TextEncoding, map: ColumnMap },
-    Batch(Vec<(u64, Vec<String>, Result<R, FieldErrors>)>),
+    Batch(Vec<(u64, Option<Fields>, Result<R, FieldErrors>)>),
     Fatal(ServiceError),
     Done,
 }
@@ -327,6 +347,7 @@ impl Services {
         let import_settings = self.settings().import.clone();
         progress.bytes_total.store(source.size(), Ordering::Relaxed);
         let (sender, receiver) = crossbeam_channel::bounded::<Message<K::Row>>(4);
+        let (shared_sender, shared_receiver) = crossbeam_channel::bounded::<Arc<K::Shared>>(1);
 
         let reader_kind = kind.clone();
         let reader_progress = progress.clone();
@@ -358,6 +379,9 @@ impl Services {
                 }) {
                     return false;
                 }
+                // The writer answers once the import's transaction has begun; if it gives up
+                // first, the channel closes and so does this thread.
+                let Ok(shared) = shared_receiver.recv() else { return false };
                 let mut state = K::ReadState::default();
                 let mut batch = Vec::with_capacity(import_settings.batch_rows);
                 let mut count = 0_u64;
@@ -374,8 +398,10 @@ impl Services {
                         }));
                     }
                     reader_progress.rows_read.fetch_add(1, Ordering::Relaxed);
-                    let prepared = reader_kind.prepare(&mut state, &map, line, &fields);
-                    batch.push((line, fields, prepared));
+                    let prepared = reader_kind.prepare(&mut state, &shared, &map, line, &fields);
+                    // A row the writer cannot reject needs no fields there.
+                    let keep = K::CHECK_MAY_REJECT || prepared.is_err();
+                    batch.push((line, keep.then_some(fields), prepared));
                     if batch.len() >= import_settings.batch_rows
                         && !send(Message::Batch(std::mem::take(&mut batch)))
                     {
@@ -396,7 +422,7 @@ impl Services {
         let services = self.clone();
         let outcome = self
             .database()
-            .write_once(move |conn| -> Result<ImportReport, Stop> {
+            .write_bulk(K::FOREIGN_KEYS, move |conn| -> Result<ImportReport, Stop> {
                 let options = writer_options;
                 let mut report = empty_report(K::NAME, &options.file_name);
                 report.dry_run = options.dry_run;
@@ -437,11 +463,18 @@ impl Services {
                 let import_id = repo::insert(conn, &record)?;
                 let record = repo::ImportRecord { id: import_id, ..record };
                 report.import_id = Some(import_id);
+                let shared = kind.share(conn, &map, import_id).map_err(|error| fail(error, &report))?;
+                if shared_sender.send(Arc::new(shared)).is_err() {
+                    return Err(fail(
+                        ServiceError::Config("the import reader stopped unexpectedly".into()),
+                        &report,
+                    ));
+                }
                 let mut context = kind.load(conn, &map, import_id).map_err(|error| fail(error, &report))?;
                 let mut rejects = rejects;
                 let mut reject = |report: &mut ImportReport,
                                   line: u64,
-                                  fields: &[String],
+                                  fields: Option<&Fields>,
                                   errors: FieldErrors|
                  -> Result<(), Stop> {
                     report.rows_rejected += 1;
@@ -457,8 +490,10 @@ impl Services {
                         }
                     }
                     if options.skip_invalid {
+                        debug_assert!(fields.is_some(), "a rejected row came without its fields");
+                        let empty = Fields::new();
                         rejects
-                            .write(&header, line, &describe(&errors), fields)
+                            .write(&header, line, &describe(&errors), fields.unwrap_or(&empty))
                             .map_err(|error| Stop::Failed(error, Box::new(report.clone())))?;
                     }
                     Ok(())
@@ -480,13 +515,13 @@ impl Services {
                     for (line, fields, prepared) in batch {
                         match prepared {
                             Ok(row) => valid.push(Staged { line, fields, row }),
-                            Err(errors) => reject(&mut report, line, &fields, errors)?,
+                            Err(errors) => reject(&mut report, line, fields.as_ref(), errors)?,
                         }
                     }
                     let (valid, invalid) =
                         kind.check(conn, &mut context, valid).map_err(|error| fail(error, &report))?;
                     for (staged, errors) in invalid {
-                        reject(&mut report, staged.line, &staged.fields, errors)?;
+                        reject(&mut report, staged.line, staged.fields.as_ref(), errors)?;
                     }
                     // Once a row is bad in all-or-nothing mode nothing will be kept, so stop
                     // writing but keep checking to report every problem.
@@ -517,6 +552,7 @@ impl Services {
                     report.status = "dry_run".into();
                     return Err(Stop::DryRun(Box::new(report), rejects_csv));
                 }
+                kind.finish(conn, context).map_err(|error| fail(error, &report))?;
                 report.status = "committed".into();
                 let finished = services.finished_record(record, &report, rejects_csv, services.now_ms());
                 if repo::finish(conn, &finished)? != 1 {

@@ -8,7 +8,7 @@ use cardcrm_store::{
     repo::organisation::{self as repo, StoreRecord},
 };
 
-use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, ImportKind, Staged, push};
+use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, ImportKind, Staged, push};
 use crate::{
     Services, audit,
     error::{ServiceError, ServiceResult},
@@ -44,6 +44,7 @@ impl ImportKind for StoreImport {
     const NAME: &'static str = "stores";
     type Row = (StoreRecord, Option<i64>);
     type ReadState = SeenCodes;
+    type Shared = ();
     type Context = ();
 
     fn columns() -> &'static [Column] {
@@ -65,9 +66,10 @@ impl ImportKind for StoreImport {
     fn prepare(
         &self,
         seen: &mut SeenCodes,
+        _shared: &(),
         map: &ColumnMap,
         line: u64,
-        fields: &[String],
+        fields: &Fields,
     ) -> Result<Self::Row, FieldErrors> {
         let mut errors = FieldErrors::new();
         let code = errors.take("code", parse_store_code(map.get(fields, CODE)));
@@ -127,6 +129,10 @@ impl ImportKind for StoreImport {
             )),
             _ => Err(errors),
         }
+    }
+
+    fn share(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
+        Ok(())
     }
 
     fn load(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {

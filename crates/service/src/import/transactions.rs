@@ -3,7 +3,10 @@
 //! local times are read in each store's time zone; a record whose external id is already
 //! stored is skipped, so a re-sent file does not count twice.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use cardcrm_domain::{
     FieldErrors,
@@ -14,7 +17,7 @@ use cardcrm_domain::{
     text,
 };
 use cardcrm_store::{
-    Conn,
+    Conn, DeferredIndex, ForeignKeys, StoreError,
     repo::{
         customers::{self as customer_repo, IndexedField},
         organisation,
@@ -24,8 +27,8 @@ use cardcrm_store::{
 use jiff::tz::TimeZone;
 
 use super::{
-    BatchOutcome, Checked, Column, ColumnMap, ImportKind, ImportOptions, ImportProgress, ImportReport,
-    ImportSource, RejectSink, Staged, customers::CustomerImport, push,
+    BatchOutcome, Checked, Column, ColumnMap, Fields, ImportKind, ImportOptions, ImportProgress,
+    ImportReport, ImportSource, RejectSink, Staged, customers::CustomerImport, push,
 };
 use crate::{
     Services,
@@ -63,25 +66,17 @@ const COLUMNS: &[Column] = &[
     },
 ];
 
-pub(crate) enum CustomerRef {
-    Id(i64),
-    External(String),
-    Phone(Vec<u8>),
-}
-
-pub(crate) struct TransactionRow {
-    customer: CustomerRef,
-    record: PurchaseRecord,
-}
-
 pub(crate) struct TransactionImport {
     services: Services,
+    /// Rows the file probably holds, from its size.
+    rows_expected: u64,
     now_ms: i64,
     stores: HashMap<String, (i64, TimeZone)>,
     default_store: Option<(i64, TimeZone)>,
 }
 
-/// Maps that resolve customer references, loaded once per import.
+/// Maps that resolve customer references, read once per import inside its transaction and
+/// used by the reader for every row.
 pub(crate) struct References {
     owners: HashMap<i64, i64>,
     external: HashMap<String, i64>,
@@ -89,11 +84,29 @@ pub(crate) struct References {
     import_id: i64,
 }
 
+/// The writer's state across batches.
+pub(crate) struct Loading {
+    /// The purchases-by-customer index, dropped for a large load and rebuilt at the end.
+    deferred_index: Option<DeferredIndex>,
+    /// Every customer and store the written rows reference, checked once at the end.
+    customers_referenced: HashSet<i64>,
+    stores_referenced: HashSet<i64>,
+}
+
+/// Bytes of a typical transaction line, to guess a file's rows from its size (low on
+/// purpose: guessing too many rows only rebuilds an index a little early).
+const BYTES_PER_ROW_GUESS: u64 = 48;
+/// Files smaller than this write into the index row by row.
+const DEFERRED_INDEX_ROWS_MIN: u64 = 100_000;
+
 impl ImportKind for TransactionImport {
     const NAME: &'static str = "transactions";
-    type Row = TransactionRow;
+    const FOREIGN_KEYS: ForeignKeys = ForeignKeys::CheckedByCaller;
+    type Row = PurchaseRecord;
+    const CHECK_MAY_REJECT: bool = false;
     type ReadState = ();
-    type Context = References;
+    type Shared = References;
+    type Context = Loading;
 
     fn columns() -> &'static [Column] {
         COLUMNS
@@ -120,15 +133,16 @@ impl ImportKind for TransactionImport {
     fn prepare(
         &self,
         _state: &mut (),
+        references: &References,
         map: &ColumnMap,
         _line: u64,
-        fields: &[String],
-    ) -> Result<TransactionRow, FieldErrors> {
+        fields: &Fields,
+    ) -> Result<PurchaseRecord, FieldErrors> {
         let mut errors = FieldErrors::new();
         let get = |column| map.get(fields, column).trim();
         let customer = if !get(CUSTOMER_ID).is_empty() {
             match text::clean(get(CUSTOMER_ID)).unwrap_or_default().parse::<i64>() {
-                Ok(id) if id > 0 => Some(CustomerRef::Id(id)),
+                Ok(id) if id > 0 => Some(("customer_id", references.owners.get(&id).copied())),
                 _ => {
                     push(
                         &mut errors,
@@ -140,10 +154,11 @@ impl ImportKind for TransactionImport {
                 }
             }
         } else if let Some(external) = text::clean(get(CUSTOMER_EXTERNAL_ID)) {
-            Some(CustomerRef::External(external))
+            Some(("customer_external_id", references.external.get(&external).copied()))
         } else if !get(PHONE).is_empty() {
             errors.take("phone", Phone::parse(get(PHONE))).map(|phone| {
-                CustomerRef::Phone(self.services.vault().blind_index("phone", phone.as_str()).to_vec())
+                let index = self.services.vault().blind_index("phone", phone.as_str());
+                ("phone", references.phones.get(index.as_slice()).copied())
             })
         } else {
             push(
@@ -153,6 +168,23 @@ impl ImportKind for TransactionImport {
                 "the row names no customer (customer_id, customer_external_id or phone)".into(),
             );
             None
+        };
+        let customer_id = match customer {
+            Some((_, Some(owner))) if owner > 0 => Some(owner),
+            Some((field, Some(_))) => {
+                push(
+                    &mut errors,
+                    field,
+                    "customer.ambiguous",
+                    "more than one customer matches; use customer_id".into(),
+                );
+                None
+            }
+            Some((field, None)) => {
+                push(&mut errors, field, "customer.unknown", format!("no customer matches this {field}"));
+                None
+            }
+            None => None,
         };
         let store = match text::clean(get(STORE_CODE)) {
             None => self.default_store.clone(),
@@ -209,32 +241,29 @@ impl ImportKind for TransactionImport {
         let external_id = errors
             .take("external_id", cardcrm_domain::customer::parse_external_id(get(EXTERNAL_ID)))
             .flatten();
-        match (customer, occurred_at_ms, amount_minor, currency, channel) {
-            (Some(customer), Some(occurred_at_ms), Some(amount_minor), Some(currency), Some(channel))
+        match (customer_id, occurred_at_ms, amount_minor, currency, channel) {
+            (Some(customer_id), Some(occurred_at_ms), Some(amount_minor), Some(currency), Some(channel))
                 if errors.is_empty() =>
             {
-                Ok(TransactionRow {
-                    customer,
-                    record: PurchaseRecord {
-                        id: 0,
-                        customer_id: 0,
-                        store_id: store.map(|(id, _)| id),
-                        occurred_at_ms,
-                        amount_minor,
-                        currency: currency.as_str().to_owned(),
-                        category,
-                        channel: channel.as_str().to_owned(),
-                        external_id,
-                        import_id: None,
-                        created_at_ms: self.now_ms,
-                    },
+                Ok(PurchaseRecord {
+                    id: 0,
+                    customer_id,
+                    store_id: store.map(|(id, _)| id),
+                    occurred_at_ms,
+                    amount_minor,
+                    currency: currency.as_str().to_owned(),
+                    category,
+                    channel: channel.as_str().to_owned(),
+                    external_id,
+                    import_id: Some(references.import_id),
+                    created_at_ms: self.now_ms,
                 })
             }
             _ => Err(errors),
         }
     }
 
-    fn load(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<References> {
+    fn share(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<References> {
         Ok(References {
             owners: if map.has(CUSTOMER_ID) { customer_repo::id_owners(conn)? } else { HashMap::new() },
             external: if map.has(CUSTOMER_EXTERNAL_ID) {
@@ -251,56 +280,72 @@ impl ImportKind for TransactionImport {
         })
     }
 
+    fn load(&self, conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<Loading> {
+        // A random write into the customer index per row is what bounds a large load, and
+        // an index built once from sorted rows costs far less, unless the table is already
+        // much bigger than the file.
+        let stored = repo::size_estimate(conn)?.max(0) as u64;
+        let deferred_index = if self.rows_expected >= DEFERRED_INDEX_ROWS_MIN
+            && self.rows_expected.saturating_mul(4) >= stored
+        {
+            conn.defer_index(repo::CUSTOMER_INDEX)?
+        } else {
+            None
+        };
+        Ok(Loading {
+            deferred_index,
+            customers_referenced: HashSet::new(),
+            stores_referenced: HashSet::new(),
+        })
+    }
+
+    fn finish(&self, conn: &mut Conn<'_>, references: Loading) -> ServiceResult<()> {
+        // The maps were read in this transaction, so every reference resolved to a row that
+        // is still there; the database was not asked per row, so assert it here, once.
+        for (table, ids) in
+            [("customers", references.customers_referenced), ("stores", references.stores_referenced)]
+        {
+            let mut ids: Vec<i64> = ids.into_iter().collect();
+            ids.sort_unstable();
+            let present = cardcrm_store::repo::count_present(conn, table, &ids)?;
+            if present != ids.len() as u64 {
+                return Err(ServiceError::Store(StoreError::Invariant(format!(
+                    "{} of the {} {table} referenced by imported purchases do not exist",
+                    ids.len() as u64 - present,
+                    ids.len()
+                ))));
+            }
+        }
+        if let Some(index) = references.deferred_index {
+            conn.restore_index(index)?;
+        }
+        Ok(())
+    }
+
     fn check(
         &self,
         _conn: &mut Conn<'_>,
-        references: &mut References,
-        rows: Vec<Staged<TransactionRow>>,
-    ) -> ServiceResult<Checked<TransactionRow>> {
-        let mut keep = Vec::with_capacity(rows.len());
-        let mut rejected = Vec::new();
-        for mut staged in rows {
-            let (field, found) = match &staged.row.customer {
-                CustomerRef::Id(id) => ("customer_id", references.owners.get(id).copied()),
-                CustomerRef::External(external) => {
-                    ("customer_external_id", references.external.get(external).copied())
-                }
-                CustomerRef::Phone(index) => ("phone", references.phones.get(index).copied()),
-            };
-            match found {
-                Some(owner) if owner > 0 => {
-                    staged.row.record.customer_id = owner;
-                    staged.row.record.import_id = Some(references.import_id);
-                    keep.push(staged);
-                }
-                Some(_) => {
-                    let mut errors = FieldErrors::new();
-                    push(
-                        &mut errors,
-                        field,
-                        "customer.ambiguous",
-                        "more than one customer matches; use customer_id".into(),
-                    );
-                    rejected.push((staged, errors));
-                }
-                None => {
-                    let mut errors = FieldErrors::new();
-                    push(&mut errors, field, "customer.unknown", format!("no customer matches this {field}"));
-                    rejected.push((staged, errors));
-                }
-            }
-        }
-        Ok((keep, rejected))
+        _loading: &mut Loading,
+        rows: Vec<Staged<PurchaseRecord>>,
+    ) -> ServiceResult<Checked<PurchaseRecord>> {
+        // Customers were resolved by the reader; a purchase already stored is skipped on write.
+        Ok((rows, Vec::new()))
     }
 
     fn write(
         &self,
         conn: &mut Conn<'_>,
-        _references: &mut References,
-        rows: Vec<Staged<TransactionRow>>,
+        references: &mut Loading,
+        rows: Vec<Staged<PurchaseRecord>>,
         outcome: &mut BatchOutcome,
     ) -> ServiceResult<()> {
-        let records: Vec<PurchaseRecord> = rows.into_iter().map(|staged| staged.row.record).collect();
+        let records: Vec<PurchaseRecord> = rows.into_iter().map(|staged| staged.row).collect();
+        for record in &records {
+            references.customers_referenced.insert(record.customer_id);
+            if let Some(store_id) = record.store_id {
+                references.stores_referenced.insert(store_id);
+            }
+        }
         let inserted = repo::insert_many(conn, &records)?;
         outcome.inserted += inserted;
         outcome.skipped += records.len() as u64 - inserted;
@@ -381,6 +426,7 @@ impl Services {
         let default_store = Self::default_store(&stores, options.default_store.as_deref(), None)?;
         let kind = Arc::new(TransactionImport {
             services: self.clone(),
+            rows_expected: source.size() / BYTES_PER_ROW_GUESS,
             now_ms: self.now_ms(),
             stores,
             default_store,

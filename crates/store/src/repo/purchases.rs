@@ -130,6 +130,14 @@ pub fn totals_of(conn: &mut Conn<'_>, customer_id: i64) -> StoreResult<(i64, i64
     )
 }
 
+/// The secondary index a bulk load may defer (see [`Conn::defer_index`]).
+pub const CUSTOMER_INDEX: &str = "purchases_customer";
+
+/// About how many purchases are stored, without counting them: the highest id.
+pub fn size_estimate(conn: &mut Conn<'_>) -> StoreResult<i64> {
+    conn.query_one("SELECT coalesce(max(id), 0) FROM purchases", params![], |row| row.get(0))
+}
+
 pub fn count(conn: &mut Conn<'_>) -> StoreResult<i64> {
     conn.query_one("SELECT count(*) FROM purchases", params![], |row| row.get(0))
 }
