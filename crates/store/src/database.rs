@@ -318,6 +318,27 @@ where
 
 const RETRIES_MAX: usize = 3;
 
+/// Runs a bulk unit of work as its own transaction: no savepoint, so SQLite keeps no
+/// statement journal of the pages it changes (that would grow with the load).
+fn run_alone(conn: &mut Conn<'_>, begin: &str, mut job: Box<dyn WriteJob>) {
+    if let Err(error) = conn.control(begin) {
+        job.finish(Err(StoreError::Invariant(format!("could not begin a transaction: {error}"))));
+        return;
+    }
+    let commit = if job.run(conn) {
+        conn.control("COMMIT").inspect_err(|_| {
+            let _ = conn.batch("ROLLBACK");
+        })
+    } else {
+        // The job's own error is its answer; the rollback only has to happen.
+        if let Err(error) = conn.batch("ROLLBACK") {
+            tracing::error!(%error, "rolling back a failed bulk unit failed");
+        }
+        Ok(())
+    };
+    job.finish(commit);
+}
+
 /// Runs a batch of units of work in one transaction and answers them after the commit.
 fn run_batch(conn: &mut Conn<'_>, begin: &str, jobs: Vec<Box<dyn WriteJob>>) {
     if let Err(error) = conn.control(begin) {
@@ -438,7 +459,11 @@ fn write_from(
                 tracing::error!(%error, "could not switch foreign keys off for a bulk load");
             }
         }
-        run_batch(conn, begin, batch);
+        match <[QueuedJob; 1]>::try_from(batch) {
+            Ok([job]) if job.bulk().is_some() => run_alone(conn, begin, job),
+            Ok(single) => run_batch(conn, begin, single.into()),
+            Err(batch) => run_batch(conn, begin, batch),
+        }
         if unchecked && let Err(error) = conn.batch("PRAGMA foreign_keys = ON") {
             tracing::error!(%error, "could not switch foreign keys back on after a bulk load");
         }
@@ -461,7 +486,9 @@ fn sqlite_connection(
     connection.busy_timeout(Duration::from_secs(10))?;
     let cache = format!("PRAGMA cache_size = -{};", options.sqlite_cache_kib);
     connection.execute_batch(&cache)?;
-    connection.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")?;
+    // Temporary data (the sorter building an index, large sorts) spills to files once past
+    // the cache size, so a bulk load's memory stays bounded.
+    connection.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = FILE;")?;
     if writer {
         // WAL lets readers run beside the writer; FULL makes every commit durable
         // (money and points are written here).
@@ -470,6 +497,8 @@ fn sqlite_connection(
             return Err(StoreError::Invariant(format!("SQLite refused WAL mode (got {mode})")));
         }
         connection.execute_batch("PRAGMA synchronous = FULL;")?;
+        // A helper thread for the sorter: index builds after bulk loads use both cores.
+        connection.execute_batch("PRAGMA threads = 2;")?;
     } else {
         connection.execute_batch("PRAGMA query_only = ON;")?;
     }

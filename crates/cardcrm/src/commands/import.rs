@@ -9,8 +9,8 @@ use std::{
 use cardcrm_service::{
     ServiceError,
     import::{
-        DuplicatePolicy, FileFormat, ImportOptions, ImportProgress, ImportReport, ImportSource, RejectSink,
-        TextEncoding,
+        DuplicatePolicy, FileFormat, ImportOptions, ImportPhase, ImportProgress, ImportReport, ImportSource,
+        RejectSink, TextEncoding,
     },
 };
 use clap::{Args, ValueEnum};
@@ -155,11 +155,18 @@ fn progress_bar(progress: Arc<ImportProgress>) -> ProgressBar {
         while !ticker.is_finished() {
             ticker.set_length(progress.bytes_total.load(Ordering::Relaxed));
             ticker.set_position(progress.bytes_read.load(Ordering::Relaxed));
-            ticker.set_message(format!(
-                "{} rows read, {} written",
-                progress.rows_read.load(Ordering::Relaxed),
-                progress.rows_written.load(Ordering::Relaxed)
-            ));
+            ticker.set_message(match progress.phase() {
+                ImportPhase::Reading => format!(
+                    "{} rows read, {} written",
+                    progress.rows_read.load(Ordering::Relaxed),
+                    progress.rows_written.load(Ordering::Relaxed)
+                ),
+                ImportPhase::Finishing => format!(
+                    "{} rows written; rebuilding indexes and checking references",
+                    progress.rows_written.load(Ordering::Relaxed)
+                ),
+                ImportPhase::Committing => "committing".to_owned(),
+            });
             std::thread::sleep(Duration::from_millis(200));
         }
     });
@@ -171,7 +178,10 @@ fn print_report(report: &ImportReport, json: bool) {
         println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
         return;
     }
-    let rate = (report.rows_total * 1000).checked_div(report.elapsed_ms).unwrap_or(report.rows_total);
+    let rate = match (report.rows_total * 1000).checked_div(report.elapsed_ms) {
+        Some(rate) => format!("{rate} rows/s"),
+        None => "under a millisecond".to_owned(),
+    };
     println!(
         "import #{} of {} ({}, {}): {}",
         report.import_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
@@ -181,7 +191,7 @@ fn print_report(report: &ImportReport, json: bool) {
         report.status
     );
     println!(
-        "  rows: {} read, {} inserted, {} updated, {} skipped, {} rejected in {:.1} s ({rate} rows/s)",
+        "  rows: {} read, {} inserted, {} updated, {} skipped, {} rejected in {:.1} s ({rate})",
         report.rows_total,
         report.rows_inserted,
         report.rows_updated,

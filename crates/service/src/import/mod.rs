@@ -15,7 +15,7 @@ pub mod transactions;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -43,6 +43,31 @@ pub struct ImportProgress {
     pub bytes_read: AtomicU64,
     pub rows_read: AtomicU64,
     pub rows_written: AtomicU64,
+    phase: AtomicU8,
+}
+
+/// Where an import is: after the rows are in, a large load still rebuilds an index, checks
+/// its references and commits, which can take as long again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportPhase {
+    Reading,
+    /// Rebuilding deferred indexes and checking references.
+    Finishing,
+    Committing,
+}
+
+impl ImportProgress {
+    pub fn phase(&self) -> ImportPhase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => ImportPhase::Reading,
+            1 => ImportPhase::Finishing,
+            _ => ImportPhase::Committing,
+        }
+    }
+
+    fn enter(&self, phase: ImportPhase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
@@ -552,7 +577,19 @@ impl Services {
                     report.status = "dry_run".into();
                     return Err(Stop::DryRun(Box::new(report), rejects_csv));
                 }
+                writer_progress.enter(ImportPhase::Finishing);
+                tracing::info!(
+                    import_id,
+                    rows = report.rows_total,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "rows written; finishing"
+                );
                 kind.finish(conn, context).map_err(|error| fail(error, &report))?;
+                tracing::info!(
+                    import_id,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "finished; committing"
+                );
                 report.status = "committed".into();
                 let finished = services.finished_record(record, &report, rejects_csv, services.now_ms());
                 if repo::finish(conn, &finished)? != 1 {
@@ -575,12 +612,17 @@ impl Services {
                         Some(summary(&report)),
                     ),
                 )?;
+                writer_progress.enter(ImportPhase::Committing);
                 Ok(report)
             })
             .await;
         let _ = reader.join();
         match outcome {
-            Ok(report) => Ok(report),
+            Ok(mut report) => {
+                // Until the commit is durable, not just until the last row went in.
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                Ok(report)
+            }
             Err(Stop::DryRun(report, rejects_csv)) => {
                 let report = self.record_unsuccessful(identity, *report, rejects_csv, started_at_ms).await?;
                 Ok(report)
