@@ -11,19 +11,21 @@ use cardcrm_domain::{
 };
 use cardcrm_store::{
     Conn,
-    repo::customers::{self as repo, ConsentRecord, IndexedField},
+    repo::customers::{self as repo, ConsentRecord, CustomerRecord, IndexedField},
 };
 
 use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, ImportKind, Staged, push};
 use crate::{
     Services, audit,
-    customers::{id_number_index, open_pii, seal_record},
+    customers::{open_pii, seal_record},
     error::{ServiceError, ServiceResult},
     identity::Identity,
 };
 
 pub(crate) struct CustomerImport {
     pub services: Services,
+    /// Ids per block handed to the reader: at least the rows of one batch.
+    pub id_block_size: usize,
     pub identity: Identity,
     pub today: jiff::civil::Date,
     pub now_ms: i64,
@@ -88,20 +90,56 @@ const CONSENT_CHANNELS: [ConsentChannel; 6] = [
 
 pub(crate) struct CustomerRow {
     draft: CustomerDraft,
-    store_id: Option<i64>,
+    /// The row as a new customer, sealed under a fresh id (unused if it matches a stored one).
+    record: CustomerRecord,
     consents: Vec<(ConsentChannel, bool)>,
-    phone_index: Option<Vec<u8>>,
-    email_index: Option<Vec<u8>>,
-    id_index: Option<Vec<u8>>,
     /// The stored customer this row matched, under the skip and update policies.
     existing: Option<i64>,
 }
 
-/// Which line first had each phone, e-mail, ID number and external id.
+/// Fresh customer ids, handed by the writer to the reader in blocks: a ciphertext is bound
+/// to its row id, so the reader, which seals, needs the id before the writer sees the row.
+/// The writer sends two blocks when it begins and one per batch it receives, so the reader,
+/// which uses at most one block per batch, never waits on a writer that waits on it.
+pub(crate) struct IdFeed {
+    blocks: crossbeam_channel::Receiver<Vec<i64>>,
+}
+
+/// The writer's end of the [`IdFeed`].
+pub(crate) struct IdRefill {
+    blocks: crossbeam_channel::Sender<Vec<i64>>,
+    block_size: usize,
+}
+
+impl IdRefill {
+    fn send_block(&self, conn: &mut Conn<'_>) -> ServiceResult<()> {
+        let ids = conn.allocate_ids("customers", self.block_size)?;
+        // The reader may have finished already; then the ids are simply not used.
+        let _ = self.blocks.send(ids);
+        Ok(())
+    }
+}
+
+/// The reader's state: which line first had each phone, e-mail, ID number and external id,
+/// and the ids left of the current block.
 #[derive(Default)]
 pub(crate) struct SeenInFile {
     keys: HashMap<(u8, u128), u64>,
     external: HashMap<String, u64>,
+    ids: std::vec::IntoIter<i64>,
+}
+
+impl SeenInFile {
+    /// The next fresh id, waiting for the writer's next block when this one is used up.
+    /// `None` when the writer has stopped (the import is over).
+    fn next_id(&mut self, feed: &IdFeed) -> Option<i64> {
+        loop {
+            if let Some(id) = self.ids.next() {
+                return Some(id);
+            }
+            self.ids = feed.blocks.recv().ok()?.into_iter();
+        }
+    }
 }
 
 fn key_of(index: &[u8]) -> u128 {
@@ -130,8 +168,8 @@ impl ImportKind for CustomerImport {
     const NAME: &'static str = "customers";
     type Row = CustomerRow;
     type ReadState = SeenInFile;
-    type Shared = ();
-    type Context = ();
+    type Shared = IdFeed;
+    type Context = IdRefill;
 
     fn columns() -> &'static [Column] {
         COLUMNS
@@ -151,7 +189,7 @@ impl ImportKind for CustomerImport {
     fn prepare(
         &self,
         seen: &mut SeenInFile,
-        _shared: &(),
+        feed: &IdFeed,
         map: &ColumnMap,
         line: u64,
         fields: &Fields,
@@ -211,16 +249,17 @@ impl ImportKind for CustomerImport {
             }
         }
         let Some(draft) = draft.filter(|_| errors.is_empty()) else { return Err(errors) };
-        let vault = self.services.vault();
-        let phone_index =
-            draft.phone.as_ref().map(|phone| vault.blind_index("phone", phone.as_str()).to_vec());
-        let email_index =
-            draft.email.as_ref().map(|email| vault.blind_index("email", email.as_str()).to_vec());
-        let id_index = draft.id_number.as_ref().map(|id| id_number_index(vault, id).to_vec());
+        let Some(id) = seen.next_id(feed) else {
+            push(&mut errors, "", "import.stopped", "the import stopped before this row".into());
+            return Err(errors);
+        };
+        let record = seal_record(self.services.vault(), id, &draft, store_id, self.now_ms);
         if self.policy != DuplicatePolicy::Create {
-            for (tag, field, index) in
-                [(0_u8, "phone", &phone_index), (1, "email", &email_index), (2, "id_number", &id_index)]
-            {
+            for (tag, field, index) in [
+                (0_u8, "phone", &record.phone_index),
+                (1, "email", &record.email_index),
+                (2, "id_number", &record.id_number_index),
+            ] {
                 if let Some(index) = index {
                     if let Some(first) = seen.keys.get(&(tag, key_of(index))) {
                         push(
@@ -251,32 +290,39 @@ impl ImportKind for CustomerImport {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(CustomerRow { draft, store_id, consents, phone_index, email_index, id_index, existing: None })
+        Ok(CustomerRow { draft, record, consents, existing: None })
     }
 
-    fn share(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
-        Ok(())
-    }
-
-    fn load(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
-        Ok(())
+    fn begin(
+        &self,
+        conn: &mut Conn<'_>,
+        _map: &ColumnMap,
+        _import_id: i64,
+    ) -> ServiceResult<(IdFeed, IdRefill)> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let refill = IdRefill { blocks: sender, block_size: self.id_block_size.max(1) };
+        refill.send_block(conn)?;
+        refill.send_block(conn)?;
+        Ok((IdFeed { blocks: receiver }, refill))
     }
 
     fn check(
         &self,
         conn: &mut Conn<'_>,
-        _context: &mut (),
+        refill: &mut IdRefill,
         rows: Vec<Staged<CustomerRow>>,
     ) -> ServiceResult<Checked<CustomerRow>> {
+        refill.send_block(conn)?;
         if self.policy == DuplicatePolicy::Create {
             return Ok((rows, Vec::new()));
         }
         let collect = |pick: fn(&CustomerRow) -> &Option<Vec<u8>>| -> Vec<Vec<u8>> {
             rows.iter().filter_map(|staged| pick(&staged.row).clone()).collect()
         };
-        let phones = repo::match_indexes(conn, IndexedField::Phone, &collect(|row| &row.phone_index))?;
-        let emails = repo::match_indexes(conn, IndexedField::Email, &collect(|row| &row.email_index))?;
-        let ids = repo::match_indexes(conn, IndexedField::IdNumber, &collect(|row| &row.id_index))?;
+        let phones = repo::match_indexes(conn, IndexedField::Phone, &collect(|row| &row.record.phone_index))?;
+        let emails = repo::match_indexes(conn, IndexedField::Email, &collect(|row| &row.record.email_index))?;
+        let ids =
+            repo::match_indexes(conn, IndexedField::IdNumber, &collect(|row| &row.record.id_number_index))?;
         let mut external: HashMap<(String, String), i64> = HashMap::new();
         let mut by_channel: HashMap<String, Vec<String>> = HashMap::new();
         for staged in &rows {
@@ -306,19 +352,22 @@ impl ImportKind for CustomerImport {
                         .map(|customer| ("external_id", *customer))
                 })
                 .or_else(|| {
-                    row.phone_index
+                    row.record
+                        .phone_index
                         .as_ref()
                         .and_then(|index| phones.get(index))
                         .map(|customer| ("phone", *customer))
                 })
                 .or_else(|| {
-                    row.email_index
+                    row.record
+                        .email_index
                         .as_ref()
                         .and_then(|index| emails.get(index))
                         .map(|customer| ("email", *customer))
                 })
                 .or_else(|| {
-                    row.id_index
+                    row.record
+                        .id_number_index
                         .as_ref()
                         .and_then(|index| ids.get(index))
                         .map(|customer| ("id_number", *customer))
@@ -349,29 +398,28 @@ impl ImportKind for CustomerImport {
     fn write(
         &self,
         conn: &mut Conn<'_>,
-        _context: &mut (),
+        _refill: &mut IdRefill,
         rows: Vec<Staged<CustomerRow>>,
         outcome: &mut BatchOutcome,
     ) -> ServiceResult<()> {
         let (matched, new): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|staged| staged.row.existing.is_some());
-        let ids = conn.allocate_ids("customers", new.len())?;
-        let vault = self.services.vault();
         let mut records = Vec::with_capacity(new.len());
         let mut tags = Vec::new();
         let mut consents = Vec::new();
-        for (staged, id) in new.iter().zip(&ids) {
-            records.push(seal_record(vault, *id, &staged.row.draft, staged.row.store_id, self.now_ms));
-            tags.extend(staged.row.draft.tags.iter().map(|tag| (*id, tag.as_str().to_owned())));
-            consents.extend(staged.row.consents.iter().map(|(channel, granted)| ConsentRecord {
+        for staged in new {
+            let CustomerRow { draft, record, consents: decisions, .. } = staged.row;
+            tags.extend(draft.tags.iter().map(|tag| (record.id, tag.as_str().to_owned())));
+            consents.extend(decisions.iter().map(|(channel, granted)| ConsentRecord {
                 id: 0,
-                customer_id: *id,
+                customer_id: record.id,
                 channel: channel.as_str().to_owned(),
                 granted: *granted,
                 source: "import".into(),
                 recorded_by: self.identity.name.clone(),
                 recorded_at_ms: self.now_ms,
             }));
+            records.push(record);
         }
         repo::insert_many(conn, &records)?;
         repo::insert_tags_many(conn, &tags, self.now_ms)?;
@@ -428,7 +476,8 @@ impl CustomerImport {
             preferences: serde_json::from_str(&before.preferences_json).ok(),
         };
         let merged = CustomerDraft::parse(&input, self.today, Channel::Import)?;
-        let mut after = seal_record(vault, id, &merged, row.store_id.or(before.home_store_id), self.now_ms);
+        let mut after =
+            seal_record(vault, id, &merged, row.record.home_store_id.or(before.home_store_id), self.now_ms);
         after.created_at_ms = before.created_at_ms;
         after.version = before.version + 1;
         if !repo::update(conn, &after, before.version)? {

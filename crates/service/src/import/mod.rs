@@ -288,8 +288,14 @@ pub trait ImportKind: Send + Sync + 'static {
         line: u64,
         fields: &Fields,
     ) -> Result<Self::Row, FieldErrors>;
-    fn share(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<Self::Shared>;
-    fn load(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<Self::Context>;
+    /// Runs first in the import's transaction: what the reader will share, and the writer's
+    /// own state across batches.
+    fn begin(
+        &self,
+        conn: &mut Conn<'_>,
+        map: &ColumnMap,
+        import_id: i64,
+    ) -> ServiceResult<(Self::Shared, Self::Context)>;
     /// Checks rows against the database; returns the rows to write and the rejected ones.
     fn check(
         &self,
@@ -488,14 +494,14 @@ impl Services {
                 let import_id = repo::insert(conn, &record)?;
                 let record = repo::ImportRecord { id: import_id, ..record };
                 report.import_id = Some(import_id);
-                let shared = kind.share(conn, &map, import_id).map_err(|error| fail(error, &report))?;
+                let (shared, mut context) =
+                    kind.begin(conn, &map, import_id).map_err(|error| fail(error, &report))?;
                 if shared_sender.send(Arc::new(shared)).is_err() {
                     return Err(fail(
                         ServiceError::Config("the import reader stopped unexpectedly".into()),
                         &report,
                     ));
                 }
-                let mut context = kind.load(conn, &map, import_id).map_err(|error| fail(error, &report))?;
                 let mut rejects = rejects;
                 let mut reject = |report: &mut ImportReport,
                                   line: u64,

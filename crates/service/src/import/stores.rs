@@ -131,12 +131,8 @@ impl ImportKind for StoreImport {
         }
     }
 
-    fn share(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
-        Ok(())
-    }
-
-    fn load(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<()> {
-        Ok(())
+    fn begin(&self, _conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<((), ())> {
+        Ok(((), ()))
     }
 
     fn check(

@@ -263,8 +263,13 @@ impl ImportKind for TransactionImport {
         }
     }
 
-    fn share(&self, conn: &mut Conn<'_>, map: &ColumnMap, import_id: i64) -> ServiceResult<References> {
-        Ok(References {
+    fn begin(
+        &self,
+        conn: &mut Conn<'_>,
+        map: &ColumnMap,
+        import_id: i64,
+    ) -> ServiceResult<(References, Loading)> {
+        let references = References {
             owners: if map.has(CUSTOMER_ID) { customer_repo::id_owners(conn)? } else { HashMap::new() },
             external: if map.has(CUSTOMER_EXTERNAL_ID) {
                 customer_repo::external_id_map(conn)?
@@ -277,10 +282,7 @@ impl ImportKind for TransactionImport {
                 HashMap::new()
             },
             import_id,
-        })
-    }
-
-    fn load(&self, conn: &mut Conn<'_>, _map: &ColumnMap, _import_id: i64) -> ServiceResult<Loading> {
+        };
         // A random write into the customer index per row is what bounds a large load, and
         // an index built once from sorted rows costs far less, unless the table is already
         // much bigger than the file.
@@ -292,11 +294,12 @@ impl ImportKind for TransactionImport {
         } else {
             None
         };
-        Ok(Loading {
+        let loading = Loading {
             deferred_index,
             customers_referenced: HashSet::new(),
             stores_referenced: HashSet::new(),
-        })
+        };
+        Ok((references, loading))
     }
 
     fn finish(&self, conn: &mut Conn<'_>, references: Loading) -> ServiceResult<()> {
@@ -398,6 +401,7 @@ impl Services {
         }
         let kind = Arc::new(CustomerImport {
             services: self.clone(),
+            id_block_size: self.settings().import.batch_rows,
             identity: access.identity().clone(),
             today: self.today(),
             now_ms: self.now_ms(),
