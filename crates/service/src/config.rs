@@ -63,6 +63,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
+    /// SQLite reader threads, for reads of any size.
     pub sqlite_readers: usize,
     pub postgres_connections: usize,
     /// Most writes committed together in one transaction (group commit).
@@ -70,6 +71,8 @@ pub struct DatabaseSettings {
     /// How long a commit waits for more writes to join it.
     pub write_linger_ms: u64,
     pub sqlite_cache_mib: i64,
+    /// How much of the SQLite file each reader maps into memory (0 turns mapping off).
+    pub sqlite_mmap_mib: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ impl Default for DatabaseSettings {
             write_batch_max: 256,
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
+            sqlite_mmap_mib: 1024,
         }
     }
 }
@@ -297,6 +301,7 @@ impl Settings {
             write_batch_max: self.database.write_batch_max.max(1),
             write_linger: Duration::from_millis(self.database.write_linger_ms),
             sqlite_cache_kib: self.database.sqlite_cache_mib.max(1) * 1024,
+            sqlite_mmap_bytes: self.database.sqlite_mmap_mib.max(0) << 20,
         }
     }
 

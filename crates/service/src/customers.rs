@@ -7,7 +7,7 @@
 //! chain shop in every branch. Revealing personal data in full needs `customer.reveal` and
 //! is audited every time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cardcrm_domain::{
     FieldError, FieldErrors,
@@ -19,7 +19,7 @@ use cardcrm_domain::{
     text,
 };
 use cardcrm_store::{
-    Conn,
+    Conn, StoreError, StoreResult,
     repo::{
         customers::{
             self as repo, ConsentRecord, CustomerCursor, CustomerQuery, CustomerRecord, EventRecord,
@@ -828,19 +828,20 @@ impl Services {
         let limit = page_limit(search.limit);
         // Exact lookups cross stores (members shop everywhere); lists stay in scope.
         if let Some((field, index)) = exact {
-            let records = self.database().read(move |conn| repo::find_by_index(conn, field, &index)).await?;
-            return self.customer_page(records, limit, None).await;
+            let found = self.read_with_tags(move |conn| repo::find_by_index(conn, field, &index)).await?;
+            return self.customer_page(found, limit, None);
         }
         if let Some(external_id) = search.external_id.as_deref().and_then(text::clean) {
             let channel = match search.source_channel.as_deref() {
                 Some(raw) => Channel::parse(raw).map_err(|error| error.at("source_channel"))?,
                 None => Channel::Import,
             };
-            let record = self
-                .database()
-                .read(move |conn| repo::find_by_external_id(conn, channel.as_str(), &external_id))
+            let found = self
+                .read_with_tags(move |conn| {
+                    repo::find_by_external_id(conn, channel.as_str(), &external_id).map(Vec::from_iter)
+                })
                 .await?;
-            return self.customer_page(record.into_iter().collect(), limit, None).await;
+            return self.customer_page(found, limit, None);
         }
         let home_store_id = match (access.scope.store_id(), search.store_id) {
             (Some(mine), Some(asked)) if mine != asked => {
@@ -879,19 +880,34 @@ impl Services {
             cursor,
             limit: limit + 1,
         };
-        let records = self.database().read(move |conn| repo::search(conn, &query)).await?;
+        let found = self.read_with_tags(move |conn| repo::search(conn, &query)).await?;
         let by_name = name_prefix.is_some();
-        self.customer_page(records, limit, Some(by_name)).await
+        self.customer_page(found, limit, Some(by_name))
     }
 
-    async fn customer_page(
+    /// Customers and their tags, in one trip to a reader.
+    async fn read_with_tags<F>(
         &self,
-        records: Vec<CustomerRecord>,
+        find: F,
+    ) -> ServiceResult<(Vec<CustomerRecord>, HashMap<i64, Vec<String>>)>
+    where
+        F: FnOnce(&mut Conn<'_>) -> StoreResult<Vec<CustomerRecord>> + Send + 'static,
+    {
+        let work = move |conn: &mut Conn<'_>| {
+            let records = find(conn)?;
+            let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
+            let tags = repo::tags_of(conn, &ids)?;
+            Ok::<_, StoreError>((records, tags))
+        };
+        Ok(self.database().read(work).await?)
+    }
+
+    fn customer_page(
+        &self,
+        (records, mut tags): (Vec<CustomerRecord>, HashMap<i64, Vec<String>>),
         limit: i64,
         ordered_by_name: Option<bool>,
     ) -> ServiceResult<Page<CustomerView>> {
-        let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
-        let mut tags = self.database().read(move |conn| repo::tags_of(conn, &ids)).await?;
         let page = Page::from_overfetch(records, limit, |record| match ordered_by_name {
             Some(true) => cursor_encode(&format!(
                 "n:{}\u{1f}{}",

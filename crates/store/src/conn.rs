@@ -1,7 +1,11 @@
 //! `Conn`: what a unit of work sees. The same SQL text (with `$1` placeholders) runs on
 //! either backend; the few things that must differ (bulk insert, id allocation) are methods.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use postgres::types::ToSql as PgToSql;
 
@@ -51,7 +55,8 @@ impl PgClient {
 }
 
 enum Inner<'c> {
-    Sqlite(&'c rusqlite::Connection),
+    /// The connection, and the database's count of statements prepared again.
+    Sqlite(&'c rusqlite::Connection, &'c AtomicU64),
     Postgres(&'c mut PgClient),
 }
 
@@ -73,14 +78,33 @@ pub struct Conn<'c> {
     reserved_ids: HashMap<&'static str, i64>,
 }
 
+/// Adds to `counter` the times SQLite had to prepare this cached statement again (its plan
+/// depended on a bound value, or the schema changed). Steady work should add nothing; see
+/// `repo` for the query shape that avoids it.
+fn count_reprepares(statement: &rusqlite::Statement<'_>, counter: &AtomicU64) {
+    if statement.get_status(rusqlite::StatementStatus::RePrepare) > 0 {
+        let again = statement.reset_status(rusqlite::StatementStatus::RePrepare);
+        counter.fetch_add(again.max(0) as u64, Ordering::Relaxed);
+        tracing::debug!(
+            sql = statement.expanded_sql().unwrap_or_default(),
+            times = again,
+            "SQLite prepared a statement again"
+        );
+    }
+}
+
 /// Rewrites `$1` placeholders to SQLite's `?1`. Our SQL never has `$` in string literals.
 fn sqlite_sql(sql: &str) -> Cow<'_, str> {
     if sql.contains('$') { Cow::Owned(sql.replace('$', "?")) } else { Cow::Borrowed(sql) }
 }
 
 impl<'c> Conn<'c> {
-    pub(crate) fn sqlite(connection: &'c rusqlite::Connection) -> Self {
-        Self { inner: Inner::Sqlite(connection), retryable_failure: false, reserved_ids: HashMap::new() }
+    pub(crate) fn sqlite(connection: &'c rusqlite::Connection, reprepares: &'c AtomicU64) -> Self {
+        Self {
+            inner: Inner::Sqlite(connection, reprepares),
+            retryable_failure: false,
+            reserved_ids: HashMap::new(),
+        }
     }
 
     pub(crate) fn postgres(client: &'c mut PgClient) -> Self {
@@ -89,7 +113,7 @@ impl<'c> Conn<'c> {
 
     pub fn backend(&self) -> Backend {
         match self.inner {
-            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Sqlite(..) => Backend::Sqlite,
             Inner::Postgres(_) => Backend::Postgres,
         }
     }
@@ -110,7 +134,7 @@ impl<'c> Conn<'c> {
     /// Runs SQL without parameters or results (transaction control, DDL).
     pub(crate) fn batch(&mut self, sql: &str) -> StoreResult<()> {
         let result = match &mut self.inner {
-            Inner::Sqlite(connection) => connection.execute_batch(sql).map_err(StoreError::from),
+            Inner::Sqlite(connection, _) => connection.execute_batch(sql).map_err(StoreError::from),
             Inner::Postgres(client) => client.client.batch_execute(sql).map_err(StoreError::from),
         };
         self.note(result)
@@ -119,7 +143,7 @@ impl<'c> Conn<'c> {
     /// Runs a short control statement through the statement cache.
     pub(crate) fn control(&mut self, sql: &str) -> StoreResult<()> {
         match &mut self.inner {
-            Inner::Sqlite(connection) => {
+            Inner::Sqlite(connection, _) => {
                 let result = connection
                     .prepare_cached(sql)
                     .and_then(|mut statement| statement.execute([]))
@@ -134,9 +158,13 @@ impl<'c> Conn<'c> {
     /// Executes one statement and returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> StoreResult<u64> {
         let result = match &mut self.inner {
-            Inner::Sqlite(connection) => connection
+            Inner::Sqlite(connection, reprepares) => connection
                 .prepare_cached(&sqlite_sql(sql))
-                .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(params.iter())))
+                .and_then(|mut statement| {
+                    let changed = statement.execute(rusqlite::params_from_iter(params.iter()));
+                    count_reprepares(&statement, reprepares);
+                    changed
+                })
                 .map(|changed| changed as u64)
                 .map_err(StoreError::from),
             Inner::Postgres(client) => client.statement(sql).and_then(|statement| {
@@ -155,12 +183,14 @@ impl<'c> Conn<'c> {
         mut each: impl FnMut(&Row<'_>) -> StoreResult<()>,
     ) -> StoreResult<()> {
         let result = match &mut self.inner {
-            Inner::Sqlite(connection) => (|| {
+            Inner::Sqlite(connection, reprepares) => (|| {
                 let mut statement = connection.prepare_cached(&sqlite_sql(sql))?;
                 let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
                 while let Some(row) = rows.next()? {
                     each(&Row::Sqlite(row))?;
                 }
+                drop(rows);
+                count_reprepares(&statement, reprepares);
                 Ok(())
             })(),
             Inner::Postgres(client) => (|| {
@@ -357,7 +387,7 @@ impl<'c> Conn<'c> {
         }
         let column_list = columns.join(", ");
         let result = match &mut self.inner {
-            Inner::Sqlite(connection) => {
+            Inner::Sqlite(connection, _) => {
                 // One prepared single-row statement, stepped per row: a multi-row VALUES list
                 // makes SQLite keep a statement journal (every touched page copied) and was
                 // measured 25-35% slower here.

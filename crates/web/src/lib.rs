@@ -29,9 +29,19 @@ use tower::limit::ConcurrencyLimitLayer;
 
 use crate::{extract::RequestId, limits::RateLimiter, metrics::Metrics, problem::Problem};
 
-/// What every handler can reach.
+/// What every handler can reach: one shared context, so handing it to a handler or a
+/// middleware is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+pub struct AppContext {
     pub services: Services,
     pub metrics: Arc<Metrics>,
     /// Per authenticated caller.
@@ -46,7 +56,7 @@ pub struct AppState {
 pub fn app(services: Services) -> Router {
     let settings = services.settings().clone();
     let http = &settings.http;
-    let state = AppState {
+    let state = AppState(Arc::new(AppContext {
         services,
         metrics: Arc::new(Metrics::new()),
         limiter: Arc::new(RateLimiter::new(http.rate_limit_per_second, http.rate_limit_burst)),
@@ -55,7 +65,7 @@ pub fn app(services: Services) -> Router {
             http.login_attempts_per_minute.max(1),
         )),
         openapi: Arc::new(OnceLock::new()),
-    };
+    }));
     let (router, document) = routes::api(http.import_body_limit_bytes).split_for_parts();
     let _ = state.openapi.set(render(&document));
     let timeout = Duration::from_millis(http.request_timeout_ms);

@@ -33,6 +33,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    sqlite_reprepares: Counter,
 }
 
 impl Metrics {
@@ -49,11 +50,20 @@ impl Metrics {
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "Version of the running cardcrm", build);
-        Self { registry: Mutex::new(registry), requests, latency, in_flight }
+        let sqlite_reprepares = Counter::default();
+        registry.register(
+            "sqlite_statement_reprepares",
+            "SQLite statements prepared again because their plan depended on a bound value or the schema changed",
+            sqlite_reprepares.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, in_flight, sqlite_reprepares }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric; `sqlite_reprepares` is the database's
+    /// running count.
+    pub fn render(&self, sqlite_reprepares: u64) -> String {
+        let seen = self.sqlite_reprepares.get();
+        self.sqlite_reprepares.inc_by(sqlite_reprepares.saturating_sub(seen));
         let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {

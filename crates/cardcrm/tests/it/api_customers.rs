@@ -293,3 +293,54 @@ async fn duplicates_are_found_and_merged_into_one_customer() {
         app.post(&admin, &format!("/api/v1/customers/{survivor}/merge"), json!({"merge_id": merged})).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn steady_lookups_lists_and_timelines_never_make_sqlite_plan_again() {
+    let app = spawn_app().await;
+    let store = app.add_store("SH001").await;
+    let admin = app.admin().await;
+    let mut ids = Vec::new();
+    for index in 0..4 {
+        let customer = app
+            .create_customer(
+                &admin,
+                json!({"name": format!("赵{index}"), "phone": format!("1391111{index:04}"), "home_store_id": store, "tags": ["vip"], "consents": {"sms": true}}),
+            )
+            .await;
+        let id = customer["id"].as_i64().unwrap();
+        app.post(
+            &admin,
+            &format!("/api/v1/customers/{id}/events"),
+            json!({"kind": "visit", "channel": "store"}),
+        )
+        .await;
+        ids.push(id);
+    }
+    let reads = |index: usize| {
+        let id = ids[index];
+        vec![
+            format!("/api/v1/customers?phone=1391111{index:04}"),
+            format!("/api/v1/customers?store_id={store}&limit=2"),
+            "/api/v1/customers?tag=vip&limit=3".to_owned(),
+            format!("/api/v1/customers/{id}"),
+            format!("/api/v1/customers/{id}/timeline"),
+        ]
+    };
+    // The first round prepares every statement; later rounds with other values reuse them.
+    for path in reads(0) {
+        assert_eq!(app.get(&admin, &path).await.status, StatusCode::OK, "{path}");
+    }
+    let before = app.services.database().sqlite_reprepares();
+    for index in 1..4 {
+        for path in reads(index) {
+            assert_eq!(app.get(&admin, &path).await.status, StatusCode::OK, "{path}");
+        }
+    }
+    assert_eq!(
+        app.services.database().sqlite_reprepares(),
+        before,
+        "a statement was planned again for a new value (write the equality as `IN ($n)`)"
+    );
+    let metrics = app.raw(app.client.get(app.url("/metrics"))).await;
+    assert!(metrics.text.contains("cardcrm_sqlite_statement_reprepares_total"), "{}", metrics.text);
+}

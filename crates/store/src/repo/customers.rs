@@ -188,6 +188,9 @@ pub fn get(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<CustomerRecord>> 
     conn.query_optional(&format!("SELECT {COLUMNS} FROM customers c WHERE c.id = $1"), params![id], from_row)
 }
 
+// Queries that use a partial index (`… WHERE column IS NOT NULL`) repeat that condition, so
+// the planner can use the index without looking at the bound value.
+
 /// Which blind-indexed field to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexedField {
@@ -222,7 +225,8 @@ pub fn find_by_index(
 ) -> StoreResult<Vec<CustomerRecord>> {
     conn.query(
         &format!(
-            "SELECT {COLUMNS} FROM customers c WHERE c.{} = $1 AND c.status <> 'merged' ORDER BY c.id LIMIT 100",
+            "SELECT {COLUMNS} FROM customers c WHERE c.{0} = $1 AND c.{0} IS NOT NULL AND c.status <> 'merged' \
+             ORDER BY c.id LIMIT 100",
             field.column()
         ),
         params![index],
@@ -234,7 +238,7 @@ pub fn find_by_index(
 pub fn ids_by_index(conn: &mut Conn<'_>, field: IndexedField, index: &[u8]) -> StoreResult<Vec<i64>> {
     conn.query(
         &format!(
-            "SELECT id FROM customers WHERE {} = $1 AND status <> 'merged' ORDER BY id LIMIT 100",
+            "SELECT id FROM customers WHERE {0} = $1 AND {0} IS NOT NULL AND status <> 'merged' ORDER BY id LIMIT 100",
             field.column()
         ),
         params![index],
@@ -248,7 +252,10 @@ pub fn find_by_external_id(
     external_id: &str,
 ) -> StoreResult<Option<CustomerRecord>> {
     conn.query_optional(
-        &format!("SELECT {COLUMNS} FROM customers c WHERE c.source_channel = $1 AND c.external_id = $2"),
+        &format!(
+            "SELECT {COLUMNS} FROM customers c WHERE c.source_channel = $1 AND c.external_id = $2 \
+             AND c.external_id IS NOT NULL"
+        ),
         params![source_channel, external_id],
         from_row,
     )
@@ -620,7 +627,8 @@ pub fn match_indexes(
         let column = field.column();
         conn.for_each(
             &format!(
-                "SELECT {column}, min(id) FROM customers WHERE {column} IN ({}) AND status <> 'merged' GROUP BY {column}",
+                "SELECT {column}, min(id) FROM customers WHERE {column} IN ({}) AND {column} IS NOT NULL \
+                 AND status <> 'merged' GROUP BY {column}",
                 in_list(chunk.len(), 1)
             ),
             &values,
@@ -645,7 +653,8 @@ pub fn match_external_ids(
         values.extend(chunk.iter().map(|id| Value::from(id.as_str())));
         conn.for_each(
             &format!(
-                "SELECT external_id, id FROM customers WHERE source_channel = $1 AND external_id IN ({})",
+                "SELECT external_id, id FROM customers WHERE source_channel = $1 AND external_id IN ({}) \
+                 AND external_id IS NOT NULL",
                 in_list(chunk.len(), 2)
             ),
             &values,

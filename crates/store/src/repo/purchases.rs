@@ -84,7 +84,7 @@ pub fn insert(conn: &mut Conn<'_>, record: &PurchaseRecord) -> StoreResult<Optio
 
 pub fn by_external_id(conn: &mut Conn<'_>, external_id: &str) -> StoreResult<Option<PurchaseRecord>> {
     conn.query_optional(
-        &format!("SELECT {COLUMNS} FROM purchases WHERE external_id = $1"),
+        &format!("SELECT {COLUMNS} FROM purchases WHERE external_id = $1 AND external_id IS NOT NULL"),
         params![external_id],
         from_row,
     )
