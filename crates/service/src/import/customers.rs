@@ -105,6 +105,18 @@ pub(crate) struct IdFeed {
     blocks: crossbeam_channel::Receiver<Vec<i64>>,
 }
 
+/// The writer's state across batches.
+pub(crate) struct Writing {
+    ids: IdRefill,
+    /// Customers written since the planner's statistics were refreshed, and how many were
+    /// stored then: refreshed each time the table has about doubled.
+    written_since_statistics: u64,
+    stored_at_statistics: u64,
+}
+
+/// Fewest new customers worth refreshing the planner's statistics for.
+const STATISTICS_ROWS_MIN: u64 = 20_000;
+
 /// The writer's end of the [`IdFeed`].
 pub(crate) struct IdRefill {
     blocks: crossbeam_channel::Sender<Vec<i64>>,
@@ -169,7 +181,7 @@ impl ImportKind for CustomerImport {
     type Row = CustomerRow;
     type ReadState = SeenInFile;
     type Shared = IdFeed;
-    type Context = IdRefill;
+    type Context = Writing;
 
     fn columns() -> &'static [Column] {
         COLUMNS
@@ -298,21 +310,23 @@ impl ImportKind for CustomerImport {
         conn: &mut Conn<'_>,
         _map: &ColumnMap,
         _import_id: i64,
-    ) -> ServiceResult<(IdFeed, IdRefill)> {
+    ) -> ServiceResult<(IdFeed, Writing)> {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        let refill = IdRefill { blocks: sender, block_size: self.id_block_size.max(1) };
-        refill.send_block(conn)?;
-        refill.send_block(conn)?;
-        Ok((IdFeed { blocks: receiver }, refill))
+        let ids = IdRefill { blocks: sender, block_size: self.id_block_size.max(1) };
+        ids.send_block(conn)?;
+        ids.send_block(conn)?;
+        let stored = repo::size_estimate(conn)?.max(0) as u64;
+        let writing = Writing { ids, written_since_statistics: 0, stored_at_statistics: stored };
+        Ok((IdFeed { blocks: receiver }, writing))
     }
 
     fn check(
         &self,
         conn: &mut Conn<'_>,
-        refill: &mut IdRefill,
+        writing: &mut Writing,
         rows: Vec<Staged<CustomerRow>>,
     ) -> ServiceResult<Checked<CustomerRow>> {
-        refill.send_block(conn)?;
+        writing.ids.send_block(conn)?;
         if self.policy == DuplicatePolicy::Create {
             return Ok((rows, Vec::new()));
         }
@@ -398,7 +412,7 @@ impl ImportKind for CustomerImport {
     fn write(
         &self,
         conn: &mut Conn<'_>,
-        _refill: &mut IdRefill,
+        writing: &mut Writing,
         rows: Vec<Staged<CustomerRow>>,
         outcome: &mut BatchOutcome,
     ) -> ServiceResult<()> {
@@ -425,6 +439,12 @@ impl ImportKind for CustomerImport {
         repo::insert_tags_many(conn, &tags, self.now_ms)?;
         repo::insert_consents_many(conn, &consents)?;
         outcome.inserted += records.len() as u64;
+        writing.written_since_statistics += records.len() as u64;
+        if writing.written_since_statistics >= writing.stored_at_statistics.max(STATISTICS_ROWS_MIN) {
+            conn.refresh_statistics("customers")?;
+            writing.stored_at_statistics += writing.written_since_statistics;
+            writing.written_since_statistics = 0;
+        }
         for staged in matched {
             let customer_id = staged.row.existing.unwrap_or_default();
             match self.policy {

@@ -584,14 +584,14 @@ impl Services {
                     return Err(Stop::DryRun(Box::new(report), rejects_csv));
                 }
                 writer_progress.enter(ImportPhase::Finishing);
-                tracing::info!(
+                tracing::debug!(
                     import_id,
                     rows = report.rows_total,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "rows written; finishing"
                 );
                 kind.finish(conn, context).map_err(|error| fail(error, &report))?;
-                tracing::info!(
+                tracing::debug!(
                     import_id,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "finished; committing"

@@ -383,6 +383,11 @@ pub fn search(conn: &mut Conn<'_>, query: &CustomerQuery) -> StoreResult<Vec<Cus
     conn.query(&sql, &binder.values, from_row)
 }
 
+/// About how many customers are stored, without counting them: the highest id.
+pub fn size_estimate(conn: &mut Conn<'_>) -> StoreResult<i64> {
+    conn.query_one("SELECT coalesce(max(id), 0) FROM customers", params![], |row| row.get(0))
+}
+
 pub fn count_active(conn: &mut Conn<'_>) -> StoreResult<i64> {
     conn.query_one("SELECT count(*) FROM customers WHERE status = 'active'", params![], |row| row.get(0))
 }
