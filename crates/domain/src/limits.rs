@@ -25,3 +25,42 @@ pub const EVENT_DETAIL_BYTES_MAX: usize = 4_096;
 pub const USERNAME_LENGTH_MAX: usize = 64;
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 pub const PASSWORD_LENGTH_MAX: usize = 256;
+
+/// A page size a caller asked for: 1 to [`PAGE_SIZE_MAX`]. Anything else is refused where
+/// it comes in, so a caller never gets fewer rows than asked without being told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "u32")]
+pub struct PageSize(u32);
+
+impl PageSize {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for PageSize {
+    type Error = String;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        if (1..=PAGE_SIZE_MAX).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(format!("a page holds 1 to {PAGE_SIZE_MAX} items, not {value}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(PageSize::try_from(1).unwrap().get(), 1);
+        assert_eq!(PageSize::try_from(PAGE_SIZE_MAX).unwrap().get(), PAGE_SIZE_MAX);
+        assert!(PageSize::try_from(0).is_err());
+        assert!(PageSize::try_from(PAGE_SIZE_MAX + 1).is_err());
+        assert!(serde_json::from_str::<PageSize>("201").is_err());
+        assert_eq!(serde_json::from_str::<PageSize>("20").unwrap().get(), 20);
+    }
+}

@@ -166,6 +166,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 )
             }
         })?;
+        // Every body of this API is an object. serde would also read a struct from an array
+        // of its fields in order, so `[null, null]` could clear the first two fields.
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "request.invalid_type",
+                "the body must be a JSON object",
+            )
+            .into());
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -243,19 +253,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| {
-        ApiError::from(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "request.invalid_query",
-            "the query string cannot be read",
-        ))
-    })?)
-    .map(|query| query.0)
-    .map_err(|rejection| {
-        let message = rejection.body_text();
-        let field = message.split('`').nth(1).map(str::to_owned);
-        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "request.invalid_query", message);
-        problem.field = field;
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let field = field_of(&path, &message);
+        let detail = if field.is_empty() { message } else { format!("{field}: {message}") };
+        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "request.invalid_query", detail);
+        problem.field = (!field.is_empty()).then_some(field);
         ApiError::from(problem)
     })
 }

@@ -83,6 +83,12 @@ pub enum Errors {
     Conflict(Problem),
     #[response(status = 413, description = "Body too large", content_type = "application/problem+json")]
     TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "A body that is not application/json",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
     #[response(status = 422, description = "Invalid field values", content_type = "application/problem+json")]
     Invalid(Problem),
     #[response(status = 429, description = "Rate limited", content_type = "application/problem+json")]

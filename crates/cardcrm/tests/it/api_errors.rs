@@ -32,6 +32,9 @@ async fn malformed_json_wrong_types_unknown_and_duplicate_fields() {
         (r#"{"name": "张三", "name": "李四"}"#, "request.duplicate_field", Some("name")),
         (r#"{"name": "张三", "tags": "vip"}"#, "request.invalid_type", Some("tags")),
         (r#"{"name": "张三"} trailing"#, "request.malformed_json", None),
+        // serde reads a struct from an array of its fields; the API refuses it.
+        (r#"["张三", null]"#, "request.invalid_type", None),
+        (r#""张三""#, "request.invalid_type", None),
     ];
     for (body, code, field) in cases {
         let answer = app.raw(send(body)).await;
@@ -84,6 +87,14 @@ async fn unknown_routes_methods_and_bad_path_parameters_are_problems() {
     let query = app.get(&admin, "/api/v1/customers?limit=many").await;
     assert_eq!(query.status, StatusCode::BAD_REQUEST);
     assert_eq!(query.code(), "request.invalid_query");
+    for path in ["/api/v1/customers?limit=201", "/api/v1/customers?limit=0", "/api/v1/staff?limit=1000"] {
+        let page = app.get(&admin, path).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}: {}", page.text);
+        assert_eq!(page.body["field"], "limit", "{path}");
+        assert!(page.text.contains("1 to 200"), "{path}: {}", page.text);
+    }
+    let widest = app.get(&admin, "/api/v1/customers?limit=200").await;
+    assert_eq!(widest.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ use cardcrm_service::{
 };
 use serde::Deserialize;
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiQuery, Need},
@@ -32,7 +34,8 @@ pub struct AuditParams {
     /// RFC 3339; entries before.
     pub until: Option<String>,
     pub cursor: Option<String>,
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
 }
 
 fn moment(field: &str, raw: &Option<String>) -> Result<Option<i64>, ServiceError> {
@@ -62,7 +65,7 @@ pub async fn list_audit(
         actor_kind: params.actor_kind,
         actor_id: params.actor_id,
         cursor: params.cursor,
-        limit: params.limit.unwrap_or(0),
+        limit: params.limit.map_or(0, PageSize::get),
     };
     Ok(Json(state.services.audit_log(need.access(), query).await?))
 }

@@ -50,9 +50,9 @@ pub async fn login(
     Ok(response)
 }
 
-/// Ends the current console session.
+/// Ends the current console session (called with a token, there is none to end).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "Signed out"), Errors), security(("session" = [])))]
+    responses((status = 204, description = "Signed out"), Errors), security(("session" = []), ("token" = [])))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     if let Some(token) = &caller.session_token {
         state.services.logout(token, &caller.identity).await?;

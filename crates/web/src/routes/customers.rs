@@ -18,6 +18,8 @@ use cardcrm_service::{
 };
 use serde::Deserialize;
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiJson, ApiPath, ApiQuery, Need},
@@ -46,7 +48,8 @@ pub struct SearchParams {
     pub include_merged: Option<bool>,
     pub cursor: Option<String>,
     /// 1 to 200; 50 by default.
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
 }
 
 /// Finds customers. Exact lookups (phone, e-mail, ID number, external id) reach every store;
@@ -71,7 +74,7 @@ pub async fn search_customers(
         city: params.city,
         include_merged: params.include_merged.unwrap_or(false),
         cursor: params.cursor,
-        limit: params.limit.unwrap_or(0),
+        limit: params.limit.map_or(0, PageSize::get),
     };
     Ok(Json(state.services.search_customers(need.access(), search).await?))
 }
@@ -173,7 +176,8 @@ pub async fn update_customer(
 #[into_params(parameter_in = Query)]
 pub struct DuplicatesParams {
     /// Most groups; 50 by default.
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
 }
 
 /// Groups of customers sharing a phone, e-mail or ID number.
@@ -184,7 +188,7 @@ pub async fn duplicates(
     need: Need<perm::CustomerRead>,
     ApiQuery(params): ApiQuery<DuplicatesParams>,
 ) -> ApiResult<Json<Vec<DuplicateGroupView>>> {
-    Ok(Json(state.services.duplicate_customers(need.access(), params.limit.unwrap_or(0)).await?))
+    Ok(Json(state.services.duplicate_customers(need.access(), params.limit.map_or(0, PageSize::get)).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -242,5 +246,10 @@ pub async fn timeline(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<TimelineItem>>> {
-    Ok(Json(state.services.timeline(need.access(), id, query.cursor, query.limit.unwrap_or(0)).await?))
+    Ok(Json(
+        state
+            .services
+            .timeline(need.access(), id, query.cursor, query.limit.map_or(0, PageSize::get))
+            .await?,
+    ))
 }

@@ -21,6 +21,8 @@ use cardcrm_service::{
 };
 use serde::Deserialize;
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiPath, ApiQuery, Caller, Need},
@@ -155,7 +157,12 @@ pub async fn list_imports(
     caller: Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<ImportView>>> {
-    Ok(Json(state.services.list_imports(&caller.identity, query.cursor, query.limit.unwrap_or(0)).await?))
+    Ok(Json(
+        state
+            .services
+            .list_imports(&caller.identity, query.cursor, query.limit.map_or(0, PageSize::get))
+            .await?,
+    ))
 }
 
 /// One import with its report.

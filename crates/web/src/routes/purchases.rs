@@ -7,6 +7,8 @@ use cardcrm_service::{
     view::Page,
 };
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiJson, ApiPath, ApiQuery, Need},
@@ -39,5 +41,10 @@ pub async fn list_purchases(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<PurchaseView>>> {
-    Ok(Json(state.services.list_purchases(need.access(), id, query.cursor, query.limit.unwrap_or(0)).await?))
+    Ok(Json(
+        state
+            .services
+            .list_purchases(need.access(), id, query.cursor, query.limit.map_or(0, PageSize::get))
+            .await?,
+    ))
 }

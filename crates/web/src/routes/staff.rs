@@ -8,6 +8,8 @@ use cardcrm_service::{
 };
 use serde::Deserialize;
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiJson, ApiPath, ApiQuery, Need},
@@ -21,7 +23,8 @@ pub struct PageQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 200; 50 by default.
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<PageSize>,
 }
 
 /// Staff accounts in the caller's scope.
@@ -32,7 +35,9 @@ pub async fn list_staff(
     need: Need<perm::StaffManage>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<StaffView>>> {
-    Ok(Json(state.services.list_staff(need.access(), query.cursor, query.limit.unwrap_or(0)).await?))
+    Ok(Json(
+        state.services.list_staff(need.access(), query.cursor, query.limit.map_or(0, PageSize::get)).await?,
+    ))
 }
 
 /// Creates a staff account; without a password one is generated and returned once.

@@ -7,6 +7,8 @@ use cardcrm_service::{
     view::Page,
 };
 
+use cardcrm_domain::limits::PageSize;
+
 use crate::{
     AppState,
     extract::{ApiJson, ApiPath, ApiQuery, Need},
@@ -23,7 +25,12 @@ pub async fn list_tokens(
     need: Need<perm::TokenManage>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<ApiTokenView>>> {
-    Ok(Json(state.services.list_api_tokens(need.access(), query.cursor, query.limit.unwrap_or(0)).await?))
+    Ok(Json(
+        state
+            .services
+            .list_api_tokens(need.access(), query.cursor, query.limit.map_or(0, PageSize::get))
+            .await?,
+    ))
 }
 
 /// Issues a token with the given scopes; the secret is in this response only.
