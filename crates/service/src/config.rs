@@ -120,6 +120,9 @@ pub struct ImportSettings {
     pub batch_rows: usize,
     /// Most rejected rows kept for download after an API import.
     pub rejects_kept_max: usize,
+    /// Files of at least this many rows (guessed from their size), and not small next to the
+    /// table, load with secondary indexes dropped and rebuilt at the end (SQLite).
+    pub bulk_rows_min: u64,
 }
 
 impl Default for Settings {
@@ -188,6 +191,7 @@ impl Default for ImportSettings {
             errors_reported_max: 1_000,
             batch_rows: 5_000,
             rejects_kept_max: 100_000,
+            bulk_rows_min: 100_000,
         }
     }
 }

@@ -78,38 +78,83 @@ async fn skip_invalid_writes_the_good_rows_and_a_reject_file() {
     assert_eq!(customer_count(&app, &admin).await, 3);
 }
 
-#[tokio::test]
-async fn a_dry_run_reports_without_writing_and_duplicates_follow_the_policy() {
+/// Dry runs, and duplicates against stored customers and inside the file under each policy.
+/// `envs` choose the path: row by row into the indexes, or a bulk load that drops them and
+/// checks duplicates in memory.
+async fn dry_runs_and_duplicate_policies(envs: &[(&str, &str)], bulk: bool) {
     let app = spawn_app().await;
     let admin = app.admin().await;
+    let cli = |args: &[&str]| app.cli_with_env(args, envs);
     let file = write(&app, "customers.csv", b"name,phone\nA,13800000001\nB,13800000002\n");
-    let dry = app.cli(&["import", "customers", &file, "--dry-run", "--json"]);
+    let dry = cli(&["import", "customers", &file, "--dry-run", "--json"]);
     assert!(dry.status.success());
     let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(report["status"], "dry_run");
     assert_eq!(report["rows_inserted"], 2);
     assert_eq!(customer_count(&app, &admin).await, 0);
 
-    assert!(app.cli(&["import", "customers", &file]).status.success());
-    let duplicate = app.cli(&["import", "customers", &file]);
+    assert!(cli(&["import", "customers", &file]).status.success());
+    let duplicate = cli(&["import", "customers", &file]);
     assert_eq!(duplicate.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already has this phone"));
-    let skipped = app.cli(&["import", "customers", &file, "--on-duplicate", "skip", "--json"]);
+    let skipped = cli(&["import", "customers", &file, "--on-duplicate", "skip", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&skipped.stdout).unwrap();
     assert_eq!(report["rows_skipped"], 2);
-    let updated_file = write(&app, "update.csv", b"name,phone,city\nA,13800000001,Shenzhen\n");
-    let updated = app.cli(&["import", "customers", &updated_file, "--on-duplicate", "update", "--json"]);
+    assert_eq!(report["bulk_load"], bulk, "{report}");
+    let updated_file = write(&app, "update.csv", b"name,phone,city,tags\nA,13800000001,Shenzhen,new\n");
+    let updated = cli(&["import", "customers", &updated_file, "--on-duplicate", "update", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&updated.stdout).unwrap();
     assert_eq!(report["rows_updated"], 1);
+    assert_eq!(report["bulk_load"], bulk, "{report}");
     let a = app.get(&admin, "/api/v1/customers?phone=13800000001").await;
     assert_eq!(a.body["items"][0]["city"], "Shenzhen");
+    assert_eq!(a.body["items"][0]["tags"], json!(["new"]));
+    let tagged = app.get(&admin, "/api/v1/customers?tag=new").await;
+    assert_eq!(tagged.body["items"].as_array().unwrap().len(), 1, "{}", tagged.text);
     let within = write(&app, "twice.csv", b"name,phone\nC,13800000003\nD,138-0000-0003\n");
-    let output = app.cli(&["import", "customers", &within]);
+    let output = cli(&["import", "customers", &within]);
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("line 3: phone: the same phone as line 2"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let created = cli(&["import", "customers", &file, "--on-duplicate", "create", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(report["rows_inserted"], 2, "{report}");
+    assert_eq!(report["bulk_load"], bulk, "{report}");
+    let groups = app.get(&admin, "/api/v1/customers/duplicates").await;
+    assert_eq!(groups.body.as_array().unwrap().len(), 2, "{}", groups.text);
+    assert_eq!(customer_count(&app, &admin).await, 4);
+    // Whatever the path, the indexes are all there afterwards (SQLite keeps them by name).
+    if app.services.database().backend() == cardcrm_store::Backend::Sqlite {
+        let indexes: i64 = app
+            .services
+            .database()
+            .read(|conn| {
+                conn.query_one(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ('customers_phone_index', \
+                     'customers_name_key', 'customer_tags_tag', 'customer_consents_customer')",
+                    &[],
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(indexes, 4);
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_without_writing_and_duplicates_follow_the_policy() {
+    dry_runs_and_duplicate_policies(&[], false).await;
+}
+
+#[tokio::test]
+async fn a_bulk_load_finds_the_same_duplicates_in_memory_and_rebuilds_its_indexes() {
+    // On PostgreSQL indexes are never dropped (that would lock readers out), so no bulk load.
+    let bulk = std::env::var(cardcrm_store::testing::TEST_DATABASE_URL)
+        .map_or(true, |url| !url.starts_with("postgres"));
+    dry_runs_and_duplicate_policies(&[("CARDCRM_IMPORT__BULK_ROWS_MIN", "1")], bulk).await;
 }
 
 #[tokio::test]
@@ -160,8 +205,22 @@ async fn xlsx_workbooks_import_with_numeric_phones_and_date_cells() {
 
 #[tokio::test]
 async fn transactions_resolve_customers_read_store_time_and_count_once() {
+    transactions_story(&[], false).await;
+}
+
+#[tokio::test]
+async fn a_bulk_load_of_transactions_rebuilds_its_index_and_checks_every_reference() {
+    let bulk = std::env::var(cardcrm_store::testing::TEST_DATABASE_URL)
+        .map_or(true, |url| !url.starts_with("postgres"));
+    transactions_story(&[("CARDCRM_IMPORT__BULK_ROWS_MIN", "1")], bulk).await;
+}
+
+/// Purchases name their customer three ways, are read in their store's zone, count once
+/// however often they are sent, and a row naming nobody known fails the file.
+async fn transactions_story(envs: &[(&str, &str)], bulk: bool) {
     let app = spawn_app().await;
     let admin = app.admin().await;
+    let cli = |args: &[&str]| app.cli_with_env(args, envs);
     let stores = write(&app, "stores.csv", "code,name,city,time_zone\nSH001,上海店,上海,Asia/Shanghai\nNY001,New York,New York,America/New_York\n".as_bytes());
     assert!(app.cli(&["import", "stores", &stores]).status.success());
     let customers =
@@ -175,11 +234,12 @@ async fn transactions_resolve_customers_read_store_time_and_count_once() {
          T2,,138 0000 0002,NY001,2026-01-02 10:00:00,¥35,咖啡茶饮\n"
             .as_bytes(),
     );
-    let first = app.cli(&["import", "transactions", &transactions, "--json"]);
+    let first = cli(&["import", "transactions", &transactions, "--json"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["rows_inserted"], 2);
-    let second = app.cli(&["import", "transactions", &transactions, "--json"]);
+    assert_eq!(report["bulk_load"], bulk, "{report}");
+    let second = cli(&["import", "transactions", &transactions, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(
         (report["rows_inserted"].as_u64(), report["rows_skipped"].as_u64()),
@@ -190,6 +250,7 @@ async fn transactions_resolve_customers_read_store_time_and_count_once() {
     let a =
         app.get(&admin, "/api/v1/customers?phone=13800000001").await.body["items"][0]["id"].as_i64().unwrap();
     let bought = app.get(&admin, &format!("/api/v1/customers/{a}/purchases")).await;
+    assert_eq!(bought.body["items"].as_array().unwrap().len(), 1, "{}", bought.text);
     assert_eq!(bought.body["items"][0]["amount_minor"], 128_850);
     assert_eq!(bought.body["items"][0]["occurred_at"], "2026-01-02T02:00:00Z");
     let b =
@@ -202,7 +263,7 @@ async fn transactions_resolve_customers_read_store_time_and_count_once() {
         "unknown.csv",
         b"customer_external_id,occurred_at,amount\nM1,2026-01-03,10\nM404,2026-01-03,10\n",
     );
-    let output = app.cli(&["import", "transactions", &unknown]);
+    let output = cli(&["import", "transactions", &unknown]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr.contains("line 3: customer_external_id: no customer matches"), "{stderr}");

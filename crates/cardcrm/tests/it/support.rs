@@ -110,7 +110,14 @@ pub enum Auth {
 impl TestApp {
     /// Runs the `cardcrm` binary against this app's data directory and database.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with_env(args, &[])
+    }
+
+    /// Like [`TestApp::cli`], with extra environment variables (settings such as
+    /// `CARDCRM_IMPORT__BULK_ROWS_MIN`).
+    pub fn cli_with_env(&self, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardcrm"));
+        command.envs(envs.iter().copied());
         command
             .arg("--data-dir")
             .arg(&self.data_dir)

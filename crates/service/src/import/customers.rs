@@ -10,7 +10,7 @@ use cardcrm_domain::{
     text,
 };
 use cardcrm_store::{
-    Conn,
+    Conn, DeferredIndex,
     repo::customers::{self as repo, ConsentRecord, CustomerRecord, IndexedField},
 };
 
@@ -24,6 +24,9 @@ use crate::{
 
 pub(crate) struct CustomerImport {
     pub services: Services,
+    /// Rows the file probably holds, from its size.
+    pub rows_expected: u64,
+    pub bulk_rows_min: u64,
     /// Ids per block handed to the reader: at least the rows of one batch.
     pub id_block_size: usize,
     pub identity: Identity,
@@ -105,9 +108,122 @@ pub(crate) struct IdFeed {
     blocks: crossbeam_channel::Receiver<Vec<i64>>,
 }
 
+/// What the reader gets from the writer: fresh ids and, for a bulk load, every key of the
+/// customers stored before it, so duplicates are found without the deferred indexes.
+pub(crate) struct ReaderShare {
+    ids: IdFeed,
+    stored: Option<StoredKeys>,
+}
+
+/// Stored customers by each key a row can match on.
+#[derive(Default)]
+pub(crate) struct StoredKeys {
+    phones: HashMap<Vec<u8>, i64>,
+    emails: HashMap<Vec<u8>, i64>,
+    id_numbers: HashMap<Vec<u8>, i64>,
+    /// (source channel, external id) → customer.
+    external: HashMap<(String, String), i64>,
+}
+
+impl StoredKeys {
+    /// The stored customer a row matches, and on which field: external id first, then
+    /// phone, e-mail and ID number.
+    fn matching(&self, row: &CustomerRow) -> Option<(&'static str, i64)> {
+        let by_index = |map: &HashMap<Vec<u8>, i64>, index: &Option<Vec<u8>>| {
+            index.as_ref().and_then(|index| map.get(index)).copied()
+        };
+        let external = row.draft.external_id.as_ref().and_then(|id| {
+            self.external.get(&(row.draft.source_channel.as_str().to_owned(), id.clone())).copied()
+        });
+        external
+            .map(|customer| ("external_id", customer))
+            .or_else(|| by_index(&self.phones, &row.record.phone_index).map(|customer| ("phone", customer)))
+            .or_else(|| by_index(&self.emails, &row.record.email_index).map(|customer| ("email", customer)))
+            .or_else(|| {
+                by_index(&self.id_numbers, &row.record.id_number_index)
+                    .map(|customer| ("id_number", customer))
+            })
+    }
+
+    /// Every key of every stored customer (for a bulk load).
+    fn load_all(conn: &mut Conn<'_>) -> ServiceResult<Self> {
+        Ok(Self {
+            phones: repo::oldest_by_index(conn, IndexedField::Phone)?,
+            emails: repo::oldest_by_index(conn, IndexedField::Email)?,
+            id_numbers: repo::oldest_by_index(conn, IndexedField::IdNumber)?,
+            external: repo::by_external_id(conn)?,
+        })
+    }
+
+    /// The keys of the stored customers that rows of one batch could match.
+    fn load_for(conn: &mut Conn<'_>, rows: &[Staged<CustomerRow>]) -> ServiceResult<Self> {
+        let collect = |pick: fn(&CustomerRow) -> &Option<Vec<u8>>| -> Vec<Vec<u8>> {
+            rows.iter().filter_map(|staged| pick(&staged.row).clone()).collect()
+        };
+        let mut by_channel: HashMap<String, Vec<String>> = HashMap::new();
+        for staged in rows {
+            if let Some(id) = &staged.row.draft.external_id {
+                by_channel
+                    .entry(staged.row.draft.source_channel.as_str().to_owned())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        let mut external = HashMap::new();
+        for (channel, ids) in by_channel {
+            for (id, customer) in repo::match_external_ids(conn, &channel, &ids)? {
+                external.insert((channel.clone(), id), customer);
+            }
+        }
+        Ok(Self {
+            phones: repo::match_indexes(conn, IndexedField::Phone, &collect(|row| &row.record.phone_index))?,
+            emails: repo::match_indexes(conn, IndexedField::Email, &collect(|row| &row.record.email_index))?,
+            id_numbers: repo::match_indexes(
+                conn,
+                IndexedField::IdNumber,
+                &collect(|row| &row.record.id_number_index),
+            )?,
+            external,
+        })
+    }
+}
+
+/// Applies the duplicate policy to a row that matched a stored customer (or did not).
+fn settle(
+    policy: DuplicatePolicy,
+    row: &mut CustomerRow,
+    matched: Option<(&'static str, i64)>,
+) -> Result<(), FieldErrors> {
+    match (matched, policy) {
+        (None, _) | (Some(_), DuplicatePolicy::Create) => Ok(()),
+        (Some((field, customer)), DuplicatePolicy::Error) => {
+            let mut errors = FieldErrors::new();
+            push(
+                &mut errors,
+                field,
+                "customer.duplicate",
+                format!(
+                    "customer {customer} already has this {field}; choose skip, update or create for duplicates"
+                ),
+            );
+            Err(errors)
+        }
+        (Some((_, customer)), DuplicatePolicy::Skip | DuplicatePolicy::Update) => {
+            row.existing = Some(customer);
+            Ok(())
+        }
+    }
+}
+
+/// Bytes of a typical customer line, to guess a file's rows from its size (low on purpose).
+pub(crate) const BYTES_PER_ROW_GUESS: u64 = 120;
+
 /// The writer's state across batches.
 pub(crate) struct Writing {
     ids: IdRefill,
+    /// A bulk load: indexes dropped for the load (rebuilt before commit), and duplicates
+    /// found by the reader against [`StoredKeys`].
+    deferred_indexes: Vec<DeferredIndex>,
     /// Customers written since the planner's statistics were refreshed, and how many were
     /// stored then: refreshed each time the table has about doubled.
     written_since_statistics: u64,
@@ -180,7 +296,7 @@ impl ImportKind for CustomerImport {
     const NAME: &'static str = "customers";
     type Row = CustomerRow;
     type ReadState = SeenInFile;
-    type Shared = IdFeed;
+    type Shared = ReaderShare;
     type Context = Writing;
 
     fn columns() -> &'static [Column] {
@@ -201,7 +317,7 @@ impl ImportKind for CustomerImport {
     fn prepare(
         &self,
         seen: &mut SeenInFile,
-        feed: &IdFeed,
+        share: &ReaderShare,
         map: &ColumnMap,
         line: u64,
         fields: &Fields,
@@ -261,7 +377,7 @@ impl ImportKind for CustomerImport {
             }
         }
         let Some(draft) = draft.filter(|_| errors.is_empty()) else { return Err(errors) };
-        let Some(id) = seen.next_id(feed) else {
+        let Some(id) = seen.next_id(&share.ids) else {
             push(&mut errors, "", "import.stopped", "the import stopped before this row".into());
             return Err(errors);
         };
@@ -302,7 +418,12 @@ impl ImportKind for CustomerImport {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(CustomerRow { draft, record, consents, existing: None })
+        let mut row = CustomerRow { draft, record, consents, existing: None };
+        if let Some(stored) = &share.stored {
+            let matched = stored.matching(&row);
+            settle(self.policy, &mut row, matched)?;
+        }
+        Ok(row)
     }
 
     fn begin(
@@ -310,14 +431,38 @@ impl ImportKind for CustomerImport {
         conn: &mut Conn<'_>,
         _map: &ColumnMap,
         _import_id: i64,
-    ) -> ServiceResult<(IdFeed, Writing)> {
+    ) -> ServiceResult<(ReaderShare, Writing)> {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let ids = IdRefill { blocks: sender, block_size: self.id_block_size.max(1) };
         ids.send_block(conn)?;
         ids.send_block(conn)?;
         let stored = repo::size_estimate(conn)?.max(0) as u64;
-        let writing = Writing { ids, written_since_statistics: 0, stored_at_statistics: stored };
-        Ok((IdFeed { blocks: receiver }, writing))
+        // A large load relative to the table writes faster without its secondary indexes
+        // and builds them once, sorted, at the end; duplicates are then found in memory
+        // against every key stored before it (read here, inside the same transaction).
+        let mut deferred_indexes = Vec::new();
+        if super::is_bulk(self.rows_expected, stored, self.bulk_rows_min) {
+            for name in repo::BULK_DEFERRABLE_INDEXES {
+                if let Some(index) = conn.defer_index(name)? {
+                    deferred_indexes.push(index);
+                }
+            }
+        }
+        let stored_keys = if deferred_indexes.is_empty() { None } else { Some(StoredKeys::load_all(conn)?) };
+        let writing =
+            Writing { ids, deferred_indexes, written_since_statistics: 0, stored_at_statistics: stored };
+        Ok((ReaderShare { ids: IdFeed { blocks: receiver }, stored: stored_keys }, writing))
+    }
+
+    fn bulk(writing: &Writing) -> bool {
+        !writing.deferred_indexes.is_empty()
+    }
+
+    fn finish(&self, conn: &mut Conn<'_>, writing: Writing) -> ServiceResult<()> {
+        for index in writing.deferred_indexes {
+            conn.restore_index(index)?;
+        }
+        Ok(())
     }
 
     fn check(
@@ -327,83 +472,18 @@ impl ImportKind for CustomerImport {
         rows: Vec<Staged<CustomerRow>>,
     ) -> ServiceResult<Checked<CustomerRow>> {
         writing.ids.send_block(conn)?;
-        if self.policy == DuplicatePolicy::Create {
+        // A bulk load settled duplicates on the reader; so does the Create policy, trivially.
+        if self.policy == DuplicatePolicy::Create || !writing.deferred_indexes.is_empty() {
             return Ok((rows, Vec::new()));
         }
-        let collect = |pick: fn(&CustomerRow) -> &Option<Vec<u8>>| -> Vec<Vec<u8>> {
-            rows.iter().filter_map(|staged| pick(&staged.row).clone()).collect()
-        };
-        let phones = repo::match_indexes(conn, IndexedField::Phone, &collect(|row| &row.record.phone_index))?;
-        let emails = repo::match_indexes(conn, IndexedField::Email, &collect(|row| &row.record.email_index))?;
-        let ids =
-            repo::match_indexes(conn, IndexedField::IdNumber, &collect(|row| &row.record.id_number_index))?;
-        let mut external: HashMap<(String, String), i64> = HashMap::new();
-        let mut by_channel: HashMap<String, Vec<String>> = HashMap::new();
-        for staged in &rows {
-            if let Some(id) = &staged.row.draft.external_id {
-                by_channel
-                    .entry(staged.row.draft.source_channel.as_str().to_owned())
-                    .or_default()
-                    .push(id.clone());
-            }
-        }
-        for (channel, ids) in by_channel {
-            for (id, customer) in repo::match_external_ids(conn, &channel, &ids)? {
-                external.insert((channel.clone(), id), customer);
-            }
-        }
+        let stored = StoredKeys::load_for(conn, &rows)?;
         let mut keep = Vec::with_capacity(rows.len());
         let mut rejected = Vec::new();
         for mut staged in rows {
-            let row = &staged.row;
-            let matched = row
-                .draft
-                .external_id
-                .as_ref()
-                .and_then(|id| {
-                    external
-                        .get(&(row.draft.source_channel.as_str().to_owned(), id.clone()))
-                        .map(|customer| ("external_id", *customer))
-                })
-                .or_else(|| {
-                    row.record
-                        .phone_index
-                        .as_ref()
-                        .and_then(|index| phones.get(index))
-                        .map(|customer| ("phone", *customer))
-                })
-                .or_else(|| {
-                    row.record
-                        .email_index
-                        .as_ref()
-                        .and_then(|index| emails.get(index))
-                        .map(|customer| ("email", *customer))
-                })
-                .or_else(|| {
-                    row.record
-                        .id_number_index
-                        .as_ref()
-                        .and_then(|index| ids.get(index))
-                        .map(|customer| ("id_number", *customer))
-                });
-            match (matched, self.policy) {
-                (None, _) => keep.push(staged),
-                (Some((field, customer)), DuplicatePolicy::Error) => {
-                    let mut errors = FieldErrors::new();
-                    push(
-                        &mut errors,
-                        field,
-                        "customer.duplicate",
-                        format!(
-                            "customer {customer} already has this {field}; choose skip, update or create for duplicates"
-                        ),
-                    );
-                    rejected.push((staged, errors));
-                }
-                (Some((_, customer)), _) => {
-                    staged.row.existing = Some(customer);
-                    keep.push(staged);
-                }
+            let matched = stored.matching(&staged.row);
+            match settle(self.policy, &mut staged.row, matched) {
+                Ok(()) => keep.push(staged),
+                Err(errors) => rejected.push((staged, errors)),
             }
         }
         Ok((keep, rejected))

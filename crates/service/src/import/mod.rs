@@ -135,6 +135,9 @@ pub struct ImportReport {
     pub dry_run: bool,
     pub skip_invalid: bool,
     pub encoding: String,
+    /// Loaded in bulk: secondary indexes were dropped for the load and built again, sorted,
+    /// before the commit (large files on SQLite).
+    pub bulk_load: bool,
     pub rows_total: u64,
     pub rows_inserted: u64,
     pub rows_updated: u64,
@@ -310,6 +313,10 @@ pub trait ImportKind: Send + Sync + 'static {
         rows: Vec<Staged<Self::Row>>,
         outcome: &mut BatchOutcome,
     ) -> ServiceResult<()>;
+    /// Whether this import is a bulk load (secondary indexes dropped, rebuilt at the end).
+    fn bulk(_context: &Self::Context) -> bool {
+        false
+    }
     /// Runs after the last batch of an import that will commit (not for dry runs or
     /// rejected files, whose transaction is rolled back).
     fn finish(&self, _conn: &mut Conn<'_>, _context: Self::Context) -> ServiceResult<()> {
@@ -346,6 +353,7 @@ fn empty_report(kind: &str, file_name: &str) -> ImportReport {
         dry_run: false,
         skip_invalid: false,
         encoding: TextEncoding::Auto.as_str().to_owned(),
+        bulk_load: false,
         rows_total: 0,
         rows_inserted: 0,
         rows_updated: 0,
@@ -496,6 +504,7 @@ impl Services {
                 report.import_id = Some(import_id);
                 let (shared, mut context) =
                     kind.begin(conn, &map, import_id).map_err(|error| fail(error, &report))?;
+                report.bulk_load = K::bulk(&context);
                 if shared_sender.send(Arc::new(shared)).is_err() {
                     return Err(fail(
                         ServiceError::Config("the import reader stopped unexpectedly".into()),
@@ -831,6 +840,14 @@ impl From<repo::ImportRecord> for ImportView {
             report: serde_json::from_str(&record.report_json).unwrap_or(serde_json::Value::Null),
         }
     }
+}
+
+/// Whether loading about `rows_expected` rows into a table holding about `rows_stored` is a
+/// bulk load, worth dropping secondary indexes for and building them again, sorted, at the
+/// end: the file is big (`bulk_rows_min`) and not small next to the table, whose indexes
+/// are rebuilt whole.
+pub(crate) fn is_bulk(rows_expected: u64, rows_stored: u64, bulk_rows_min: u64) -> bool {
+    rows_expected >= bulk_rows_min.max(1) && rows_expected.saturating_mul(4) >= rows_stored
 }
 
 /// Adds `error` for `field` to `errors`.

@@ -70,6 +70,7 @@ pub(crate) struct TransactionImport {
     services: Services,
     /// Rows the file probably holds, from its size.
     rows_expected: u64,
+    bulk_rows_min: u64,
     now_ms: i64,
     stores: HashMap<String, (i64, TimeZone)>,
     default_store: Option<(i64, TimeZone)>,
@@ -96,8 +97,6 @@ pub(crate) struct Loading {
 /// Bytes of a typical transaction line, to guess a file's rows from its size (low on
 /// purpose: guessing too many rows only rebuilds an index a little early).
 const BYTES_PER_ROW_GUESS: u64 = 48;
-/// Files smaller than this write into the index row by row.
-const DEFERRED_INDEX_ROWS_MIN: u64 = 100_000;
 
 impl ImportKind for TransactionImport {
     const NAME: &'static str = "transactions";
@@ -287,9 +286,7 @@ impl ImportKind for TransactionImport {
         // an index built once from sorted rows costs far less, unless the table is already
         // much bigger than the file.
         let stored = repo::size_estimate(conn)?.max(0) as u64;
-        let deferred_index = if self.rows_expected >= DEFERRED_INDEX_ROWS_MIN
-            && self.rows_expected.saturating_mul(4) >= stored
-        {
+        let deferred_index = if super::is_bulk(self.rows_expected, stored, self.bulk_rows_min) {
             conn.defer_index(repo::CUSTOMER_INDEX)?
         } else {
             None
@@ -300,6 +297,10 @@ impl ImportKind for TransactionImport {
             stores_referenced: HashSet::new(),
         };
         Ok((references, loading))
+    }
+
+    fn bulk(loading: &Loading) -> bool {
+        loading.deferred_index.is_some()
     }
 
     fn finish(&self, conn: &mut Conn<'_>, references: Loading) -> ServiceResult<()> {
@@ -401,6 +402,8 @@ impl Services {
         }
         let kind = Arc::new(CustomerImport {
             services: self.clone(),
+            rows_expected: source.size().div_ceil(super::customers::BYTES_PER_ROW_GUESS),
+            bulk_rows_min: self.settings().import.bulk_rows_min,
             id_block_size: self.settings().import.batch_rows,
             identity: access.identity().clone(),
             today: self.today(),
@@ -430,7 +433,8 @@ impl Services {
         let default_store = Self::default_store(&stores, options.default_store.as_deref(), None)?;
         let kind = Arc::new(TransactionImport {
             services: self.clone(),
-            rows_expected: source.size() / BYTES_PER_ROW_GUESS,
+            rows_expected: source.size().div_ceil(BYTES_PER_ROW_GUESS),
+            bulk_rows_min: self.settings().import.bulk_rows_min,
             now_ms: self.now_ms(),
             stores,
             default_store,

@@ -620,6 +620,51 @@ fn in_list(count: usize, first: usize) -> String {
     (first..first + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The secondary indexes of customers and their tags that a bulk load defers (see
+/// [`Conn::defer_index`]): those written at random places. Indexes that new rows only
+/// append to (consents by customer id) or touch in a few places (customers by home store)
+/// cost less kept than rebuilt, which reads the whole table once per index.
+pub const BULK_DEFERRABLE_INDEXES: [&str; 5] = [
+    "customers_phone_index",
+    "customers_email_index",
+    "customers_id_number_index",
+    "customers_name_key",
+    "customer_tags_tag",
+];
+
+/// Every blind index of one field → the oldest customer (not merged away) holding it: what
+/// a bulk load checks duplicates against once its indexes are deferred. Memory grows with
+/// the customers.
+pub fn oldest_by_index(conn: &mut Conn<'_>, field: IndexedField) -> StoreResult<HashMap<Vec<u8>, i64>> {
+    let mut map = HashMap::new();
+    conn.for_each(
+        &format!(
+            "SELECT {0}, min(id) FROM customers WHERE {0} IS NOT NULL AND status <> 'merged' GROUP BY {0}",
+            field.column()
+        ),
+        params![],
+        |row| {
+            map.insert(row.get(0)?, row.get(1)?);
+            Ok(())
+        },
+    )?;
+    Ok(map)
+}
+
+/// Every (source channel, external id) → its customer.
+pub fn by_external_id(conn: &mut Conn<'_>) -> StoreResult<HashMap<(String, String), i64>> {
+    let mut map = HashMap::new();
+    conn.for_each(
+        "SELECT source_channel, external_id, id FROM customers WHERE external_id IS NOT NULL",
+        params![],
+        |row| {
+            map.insert((row.get(0)?, row.get(1)?), row.get(2)?);
+            Ok(())
+        },
+    )?;
+    Ok(map)
+}
+
 /// For a batch of blind indexes, the oldest customer (not merged away) holding each.
 pub fn match_indexes(
     conn: &mut Conn<'_>,
