@@ -53,6 +53,9 @@ enum Command {
     /// Manage staff accounts.
     #[command(subcommand)]
     User(commands::user::UserCommand),
+    /// Check and report on the stored-value ledger.
+    #[command(subcommand)]
+    Ledger(commands::ledger::LedgerCommand),
     /// Print the effective settings (secrets hidden).
     Config,
     /// Write generated demo files (stores, customers, transactions) for benchmarks.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(&cli.global).await,
             Command::Import(args) => commands::import::run(&cli.global, args).await,
             Command::User(command) => commands::user::run(&cli.global, command).await,
+            Command::Ledger(command) => commands::ledger::run(&cli.global, command).await,
             Command::Config => commands::print_config(&cli.global),
             Command::Generate(args) => commands::demo::generate(&cli.global, args),
             Command::Openapi => commands::print_openapi(),

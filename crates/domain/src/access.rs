@@ -34,10 +34,37 @@ pub enum Permission {
     StoreManage,
     #[serde(rename = "token.manage")]
     TokenManage,
+    /// See cards, balances and their history.
+    #[serde(rename = "card.read")]
+    CardRead,
+    /// Issue cards, activate, freeze, report lost, replace, set PINs.
+    #[serde(rename = "card.write")]
+    CardWrite,
+    /// Close a card, refunding or forfeiting what is left on it.
+    #[serde(rename = "card.close")]
+    CardClose,
+    /// Configure card products and tiers.
+    #[serde(rename = "product.manage")]
+    ProductManage,
+    /// Top up stored value.
+    #[serde(rename = "value.load")]
+    ValueLoad,
+    /// Pay from stored value, check out, move value between a customer's cards.
+    #[serde(rename = "value.spend")]
+    ValueSpend,
+    /// Refund payments and checkouts.
+    #[serde(rename = "value.refund")]
+    ValueRefund,
+    /// Reconciliation reports and alerts across the business.
+    #[serde(rename = "ledger.read")]
+    LedgerRead,
+    /// Acknowledge unusual-activity alerts after looking into them.
+    #[serde(rename = "ledger.review")]
+    LedgerReview,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 21] = [
         Self::CustomerRead,
         Self::CustomerWrite,
         Self::CustomerReveal,
@@ -50,6 +77,15 @@ impl Permission {
         Self::StaffManage,
         Self::StoreManage,
         Self::TokenManage,
+        Self::CardRead,
+        Self::CardWrite,
+        Self::CardClose,
+        Self::ProductManage,
+        Self::ValueLoad,
+        Self::ValueSpend,
+        Self::ValueRefund,
+        Self::LedgerRead,
+        Self::LedgerReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +102,15 @@ impl Permission {
             Self::StaffManage => "staff.manage",
             Self::StoreManage => "store.manage",
             Self::TokenManage => "token.manage",
+            Self::CardRead => "card.read",
+            Self::CardWrite => "card.write",
+            Self::CardClose => "card.close",
+            Self::ProductManage => "product.manage",
+            Self::ValueLoad => "value.load",
+            Self::ValueSpend => "value.spend",
+            Self::ValueRefund => "value.refund",
+            Self::LedgerRead => "ledger.read",
+            Self::LedgerReview => "ledger.review",
         }
     }
 
@@ -152,11 +197,30 @@ impl Role {
                 TransactionWrite,
                 TransactionImport,
                 StaffManage,
+                CardRead,
+                CardWrite,
+                CardClose,
+                ValueLoad,
+                ValueSpend,
+                ValueRefund,
+                LedgerRead,
+                LedgerReview,
             ],
-            Self::Clerk => &[CustomerRead, CustomerWrite, TransactionRead, TransactionWrite],
-            Self::ServiceAgent => &[CustomerRead, CustomerWrite, CustomerReveal, TransactionRead],
-            Self::Marketer => &[CustomerRead],
-            Self::Analyst => &[CustomerRead, TransactionRead],
+            Self::Clerk => &[
+                CustomerRead,
+                CustomerWrite,
+                TransactionRead,
+                TransactionWrite,
+                CardRead,
+                CardWrite,
+                ValueLoad,
+                ValueSpend,
+            ],
+            Self::ServiceAgent => {
+                &[CustomerRead, CustomerWrite, CustomerReveal, TransactionRead, CardRead, CardWrite]
+            }
+            Self::Marketer => &[CustomerRead, CardRead],
+            Self::Analyst => &[CustomerRead, TransactionRead, CardRead, LedgerRead],
         }
     }
 
@@ -219,6 +283,8 @@ mod tests {
 
     #[test]
     fn clerks_cannot_reveal_or_audit_admins_can() {
+        assert!(Role::Clerk.has(Permission::ValueSpend) && !Role::Clerk.has(Permission::ValueRefund));
+        assert!(!Role::Manager.has(Permission::ProductManage) && Role::Admin.has(Permission::ProductManage));
         assert!(!Role::Clerk.has(Permission::CustomerReveal));
         assert!(!Role::Clerk.has(Permission::AuditRead));
         assert!(Role::Admin.has(Permission::CustomerReveal));

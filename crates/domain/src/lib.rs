@@ -2,11 +2,13 @@
 //! messy input, roles and permissions. No IO, no clock, no database: callers pass time in.
 
 pub mod access;
+pub mod card;
 pub mod customer;
 pub mod date;
 pub mod email;
 pub mod error;
 pub mod id_number;
+pub mod ledger;
 pub mod limits;
 pub mod money;
 pub mod phone;

@@ -58,6 +58,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub security: SecuritySettings,
     pub import: ImportSettings,
+    pub ledger: LedgerSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +112,33 @@ pub struct SecuritySettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Days an idempotency key keeps its answer (a device re-sending within them is safe).
+    pub idempotency_days: i64,
+    /// A top-up of at least this much raises an alert (0: never).
+    pub alert_top_up_minor: i64,
+    /// A payment of at least this much raises an alert (0: never).
+    pub alert_spend_minor: i64,
+    /// More than `velocity_operations_max` operations on one card within
+    /// `velocity_window_minutes` raise an alert (0: never).
+    pub velocity_window_minutes: i64,
+    pub velocity_operations_max: i64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_days: 30,
+            alert_top_up_minor: 500_000,
+            alert_spend_minor: 500_000,
+            velocity_window_minutes: 10,
+            velocity_operations_max: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ImportSettings {
     /// Most rows one file may have.
     pub rows_max: u64,
@@ -138,6 +166,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             security: SecuritySettings::default(),
             import: ImportSettings::default(),
+            ledger: LedgerSettings::default(),
         }
     }
 }

@@ -297,7 +297,7 @@ impl CustomerRequest {
     }
 }
 
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -1196,6 +1196,8 @@ impl Services {
                     return Err(ServiceError::StaleVersion { entity: "customer", id: survivor_id.to_string(), current_version: survivor.version });
                 }
                 let moved = repo::reassign(conn, merged_id, survivor_id)?;
+                // Cards (with their balances, points and tier) and credit records follow.
+                cardcrm_store::repo::cards::reassign(conn, merged_id, survivor_id)?;
                 let mut closed = merged.clone();
                 closed.status = "merged".into();
                 closed.merged_into_id = Some(survivor_id);

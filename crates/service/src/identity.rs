@@ -34,18 +34,18 @@ pub struct Identity {
     /// Username, `token:NAME`, or `system:WHAT`.
     pub name: String,
     pub role: Option<Role>,
-    permissions: u32,
+    permissions: u64,
     pub scope: StoreScope,
     pub source_ip: Option<String>,
     pub request_id: Option<String>,
 }
 
-fn bit(permission: Permission) -> u32 {
+fn bit(permission: Permission) -> u64 {
     let index = Permission::ALL.iter().position(|candidate| *candidate == permission).unwrap_or(0);
     1 << index
 }
 
-fn bits(permissions: &[Permission]) -> u32 {
+fn bits(permissions: &[Permission]) -> u64 {
     permissions.iter().fold(0, |all, permission| all | bit(*permission))
 }
 
@@ -195,7 +195,16 @@ pub mod perm {
         AuditRead,
         StaffManage,
         StoreManage,
-        TokenManage
+        TokenManage,
+        CardRead,
+        CardWrite,
+        CardClose,
+        ProductManage,
+        ValueLoad,
+        ValueSpend,
+        ValueRefund,
+        LedgerRead,
+        LedgerReview
     );
 }
 

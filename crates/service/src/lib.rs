@@ -7,6 +7,8 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cards;
+pub mod checkout;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -15,10 +17,12 @@ pub mod demo;
 pub mod error;
 pub mod identity;
 pub mod import;
+pub mod ledger;
 pub mod purchases;
 pub mod random;
 pub mod services;
 pub mod staff;
+pub mod statements;
 pub mod stores;
 pub mod view;
 

@@ -172,6 +172,7 @@ impl Services {
                     channel: channel.map(|channel| channel.as_str().to_owned()).unwrap_or_default(),
                     external_id: external_id.clone(),
                     import_id: None,
+                    operation_id: None,
                     created_at_ms: now_ms,
                 };
                 match repo::insert(conn, &record)? {

@@ -118,6 +118,13 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Asks for the whole unit of work to run again once it has failed: it found that a
+    /// premise it had read no longer holds (a concurrent transaction changed it), and a
+    /// fresh run will decide properly. Bounded like any retry.
+    pub fn retry_unit(&mut self) {
+        self.retryable_failure = true;
+    }
+
     pub(crate) fn take_retryable_failure(&mut self) -> bool {
         std::mem::take(&mut self.retryable_failure)
     }

@@ -91,6 +91,7 @@ async fn bulk_insert_skips_rows_already_stored() {
                 channel: "store".into(),
                 external_id: Some(external.into()),
                 import_id: None,
+                operation_id: None,
                 created_at_ms: 0,
             };
             let first: Vec<_> = (0..150).map(|index| make(&format!("T{index}"))).collect();

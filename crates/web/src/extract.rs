@@ -8,7 +8,7 @@ use axum::{
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
     http::{Method, StatusCode, header, request::Parts},
 };
-use cardcrm_service::{Access, Identity, identity::Required};
+use cardcrm_service::{Access, Identity, identity::Required, ledger::IdempotencyKey};
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -304,5 +304,32 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
         })
+    }
+}
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The `Idempotency-Key` header that every request moving value must carry.
+#[derive(Debug)]
+pub struct Idempotency(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_HEADER) else {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key.required",
+                "this request moves value and needs an Idempotency-Key header (a UUID is a good choice)",
+            )
+            .with_field("Idempotency-Key")
+            .into());
+        };
+        let text = value.to_str().unwrap_or("\u{fffd}");
+        IdempotencyKey::parse(text)
+            .map(Idempotency)
+            .map_err(|error| ApiError::from(cardcrm_service::ServiceError::from(error.at("Idempotency-Key"))))
     }
 }

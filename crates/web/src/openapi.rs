@@ -27,7 +27,9 @@ use crate::problem::Problem;
         (name = "audit", description = "Audit log"),
         (name = "customers", description = "Customers 客户 (C1)"),
         (name = "purchases", description = "Purchase records"),
-        (name = "imports", description = "CSV and XLSX imports")
+        (name = "imports", description = "CSV and XLSX imports"),
+        (name = "cards", description = "Card products 卡种, tiers and cards (C2)"),
+        (name = "ledger", description = "Stored value 储值 on a double-entry ledger: top-ups, payments, refunds, checkout, statements, reconciliation (C2). Requests that move value need an Idempotency-Key header.")
     )
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod import;
+pub mod ledger;
 pub mod serve;
 pub mod user;
 

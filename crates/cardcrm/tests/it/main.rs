@@ -8,6 +8,8 @@ mod api_access;
 mod api_customers;
 mod api_errors;
 mod cli;
+mod crash;
 mod imports;
+mod ledger;
 mod openapi;
 mod privacy;

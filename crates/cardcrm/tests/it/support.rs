@@ -15,9 +15,9 @@ pub struct TestApp {
     pub address: String,
     pub services: Services,
     pub data_dir: PathBuf,
-    pub database: TestDatabase,
+    pub database: Arc<TestDatabase>,
     pub client: reqwest::Client,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Arc<tempfile::TempDir>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -49,8 +49,17 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let keys = KeyMaterial::generate();
     // The command line finds the same keys in the data directory.
     cardcrm_service::config::write_key_file(&data_dir.path().join("keys.toml"), &keys).expect("key file");
+    serve_on(settings, &keys, Arc::new(database), Arc::new(data_dir)).await
+}
+
+async fn serve_on(
+    settings: Settings,
+    keys: &KeyMaterial,
+    database: Arc<TestDatabase>,
+    data_dir: Arc<tempfile::TempDir>,
+) -> TestApp {
     let services =
-        Services::open_with_keys(settings, Arc::new(SystemClock), &keys).await.expect("open services");
+        Services::open_with_keys(settings, Arc::new(SystemClock), keys).await.expect("open services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
     let app = cardcrm_web::app(services.clone());
@@ -66,6 +75,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         _data_dir: data_dir,
         server,
     }
+}
+
+/// Another server over the same database, data directory and keys: a restart, as far as
+/// anything stored is concerned.
+pub async fn spawn_app_on(app: &TestApp) -> TestApp {
+    let settings = test_settings(&app.data_dir, &app.database);
+    let keys = settings.key_material(false).expect("keys");
+    serve_on(settings, &keys, app.database.clone(), app._data_dir.clone()).await
 }
 
 /// An answer: status, headers and the JSON body (or `Value::Null`).
@@ -159,6 +176,19 @@ impl TestApp {
         self.request(auth, Method::POST, path, Some(body)).await
     }
 
+    /// A request that moves value, with its `Idempotency-Key`.
+    pub async fn post_keyed(&self, auth: &Auth, path: &str, key: &str, body: Value) -> Answer {
+        let mut request = self.client.post(self.url(path)).header("idempotency-key", key).json(&body);
+        match auth {
+            Auth::None => {}
+            Auth::Session { cookie, csrf } => {
+                request = request.header("cookie", cookie.as_str()).header("x-csrf-token", csrf.as_str());
+            }
+            Auth::Token(token) => request = request.bearer_auth(token),
+        }
+        answer(request.send().await.expect("request")).await
+    }
+
     pub async fn patch(&self, auth: &Auth, path: &str, body: Value) -> Answer {
         self.request(auth, Method::PATCH, path, Some(body)).await
     }
@@ -234,4 +264,40 @@ impl TestApp {
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
         answer.body["customer"].clone()
     }
+}
+
+/// A stored-value product (no PIN, generous limits) with optional extra fields; its id.
+pub async fn stored_value_product(app: &TestApp, admin: &Auth, code: &str, extra: Value) -> i64 {
+    let mut body = json!({"code": code, "name": format!("{code} 储值卡"), "kind": "stored_value"});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let answer = app.post(admin, "/api/v1/card-products", body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body["id"].as_i64().expect("product id")
+}
+
+/// Issues a card of `product` to a new customer; returns (card id, customer id, full number).
+pub async fn issue_card(app: &TestApp, admin: &Auth, product: &str, phone: &str) -> (i64, i64, String) {
+    let customer = app.create_customer(admin, json!({"name": "王小明", "phone": phone})).await;
+    let customer_id = customer["id"].as_i64().expect("customer id");
+    let answer =
+        app.post(admin, "/api/v1/cards", json!({"customer_id": customer_id, "product": product})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let card_id = answer.body["card"]["id"].as_i64().expect("card id");
+    (card_id, customer_id, answer.body["full_number"].as_str().expect("number").to_owned())
+}
+
+/// Tops a card up with `amount_minor` paid in cash; the answer's body.
+pub async fn top_up(app: &TestApp, auth: &Auth, card_id: i64, amount_minor: i64, key: &str) -> Value {
+    let answer = app
+        .post_keyed(
+            auth,
+            &format!("/api/v1/cards/{card_id}/top-ups"),
+            key,
+            json!({"amount_minor": amount_minor, "payment_method": "cash"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body
 }

@@ -255,6 +255,7 @@ impl ImportKind for TransactionImport {
                     channel: channel.as_str().to_owned(),
                     external_id,
                     import_id: Some(references.import_id),
+                    operation_id: None,
                     created_at_ms: self.now_ms,
                 })
             }

@@ -1,8 +1,10 @@
 //! Repositories: the SQL for each table group, as plain functions over a [`crate::Conn`].
 
 pub mod audit;
+pub mod cards;
 pub mod customers;
 pub mod imports;
+pub mod ledger;
 pub mod organisation;
 pub mod purchases;
 pub mod staff;

@@ -16,10 +16,12 @@ pub struct PurchaseRecord {
     /// The id the sending system gave it; unique, so a re-sent record is stored once.
     pub external_id: Option<String>,
     pub import_id: Option<i64>,
+    /// The checkout (or its refund) that made this record.
+    pub operation_id: Option<i64>,
     pub created_at_ms: i64,
 }
 
-pub const INSERT_COLUMNS: [&str; 10] = [
+pub const INSERT_COLUMNS: [&str; 11] = [
     "customer_id",
     "store_id",
     "occurred_at_ms",
@@ -30,6 +32,7 @@ pub const INSERT_COLUMNS: [&str; 10] = [
     "external_id",
     "import_id",
     "created_at_ms",
+    "operation_id",
 ];
 
 impl PurchaseRecord {
@@ -45,6 +48,7 @@ impl PurchaseRecord {
             (&self.external_id).into(),
             self.import_id.into(),
             self.created_at_ms.into(),
+            self.operation_id.into(),
         ]
     }
 }
@@ -62,18 +66,19 @@ fn from_row(row: &Row<'_>) -> StoreResult<PurchaseRecord> {
         external_id: row.get(8)?,
         import_id: row.get(9)?,
         created_at_ms: row.get(10)?,
+        operation_id: row.get(11)?,
     })
 }
 
 const COLUMNS: &str = "id, customer_id, store_id, occurred_at_ms, amount_minor, currency, category, channel, \
-     external_id, import_id, created_at_ms";
+     external_id, import_id, created_at_ms, operation_id";
 
 /// Inserts one purchase. Returns its id, or `None` when a purchase with the same external id
 /// is already stored (a re-sent record).
 pub fn insert(conn: &mut Conn<'_>, record: &PurchaseRecord) -> StoreResult<Option<i64>> {
     conn.query_optional(
         &format!(
-            "INSERT INTO purchases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO purchases ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING RETURNING id",
             INSERT_COLUMNS.join(", ")
         ),
@@ -140,4 +145,13 @@ pub fn size_estimate(conn: &mut Conn<'_>) -> StoreResult<i64> {
 
 pub fn count(conn: &mut Conn<'_>) -> StoreResult<i64> {
     conn.query_one("SELECT count(*) FROM purchases", params![], |row| row.get(0))
+}
+
+/// The purchases a checkout (operation) recorded, oldest first.
+pub fn of_operation(conn: &mut Conn<'_>, operation_id: i64) -> StoreResult<Vec<PurchaseRecord>> {
+    conn.query(
+        &format!("SELECT {COLUMNS} FROM purchases WHERE operation_id = $1 AND operation_id IS NOT NULL ORDER BY id LIMIT 1000"),
+        params![operation_id],
+        from_row,
+    )
 }

@@ -3,8 +3,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cards;
 pub mod customers;
 pub mod imports;
+pub mod ledger;
 pub mod purchases;
 pub mod staff;
 pub mod stores;
@@ -50,5 +52,31 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(imports::list_imports))
         .routes(routes!(imports::get_import))
         .routes(routes!(imports::import_rejects))
+        .routes(routes!(cards::list_tiers))
+        .routes(routes!(cards::update_tier))
+        .routes(routes!(cards::list_products, cards::create_product))
+        .routes(routes!(cards::get_product, cards::update_product))
+        .routes(routes!(cards::find_card, cards::issue_card))
+        .routes(routes!(cards::get_card))
+        .routes(routes!(cards::customer_cards))
+        .routes(routes!(cards::activate_card))
+        .routes(routes!(cards::freeze_card))
+        .routes(routes!(cards::unfreeze_card))
+        .routes(routes!(cards::set_pin))
+        .routes(routes!(ledger::top_up))
+        .routes(routes!(ledger::spend))
+        .routes(routes!(ledger::transfer))
+        .routes(routes!(ledger::replace))
+        .routes(routes!(ledger::close))
+        .routes(routes!(ledger::balance))
+        .routes(routes!(ledger::history))
+        .routes(routes!(ledger::statement))
+        .routes(routes!(ledger::checkout))
+        .routes(routes!(ledger::get_operation))
+        .routes(routes!(ledger::refund))
+        .routes(routes!(ledger::receipt))
+        .routes(routes!(ledger::reconciliation))
+        .routes(routes!(ledger::alerts))
+        .routes(routes!(ledger::acknowledge_alert))
         .merge(imports)
 }
