@@ -67,8 +67,13 @@ pub struct DatabaseSettings {
     /// SQLite reader threads, for reads of any size.
     pub sqlite_readers: usize,
     pub postgres_connections: usize,
-    /// Most writes committed together in one transaction (group commit).
+    /// Most writes committed together in one transaction (group commit) on SQLite.
     pub write_batch_max: usize,
+    /// The same on PostgreSQL. 1 by default: PostgreSQL already flushes the commits of
+    /// concurrent connections together, and a transaction holding several requests holds
+    /// their row locks until the last is done, so unrelated payments wait on each other and
+    /// deadlock across connections.
+    pub postgres_write_batch_max: usize,
     /// How long a commit waits for more writes to join it.
     pub write_linger_ms: u64,
     pub sqlite_cache_mib: i64,
@@ -177,6 +182,7 @@ impl Default for DatabaseSettings {
             sqlite_readers: 4,
             postgres_connections: 16,
             write_batch_max: 256,
+            postgres_write_batch_max: 1,
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
             sqlite_mmap_mib: 1024,
@@ -301,6 +307,7 @@ impl Settings {
             ("http.import_body_limit_bytes", self.http.import_body_limit_bytes as i64),
             ("http.concurrency_limit", self.http.concurrency_limit as i64),
             ("database.write_batch_max", self.database.write_batch_max as i64),
+            ("database.postgres_write_batch_max", self.database.postgres_write_batch_max as i64),
             ("import.batch_rows", self.import.batch_rows as i64),
             ("security.login_failures_max", self.security.login_failures_max),
             ("security.session_ttl_minutes", self.security.session_ttl_minutes),
@@ -332,6 +339,7 @@ impl Settings {
             sqlite_readers: self.database.sqlite_readers.max(1),
             postgres_connections: self.database.postgres_connections.max(1),
             write_batch_max: self.database.write_batch_max.max(1),
+            postgres_write_batch_max: self.database.postgres_write_batch_max.max(1),
             write_linger: Duration::from_millis(self.database.write_linger_ms),
             sqlite_cache_kib: self.database.sqlite_cache_mib.max(1) * 1024,
             sqlite_mmap_bytes: self.database.sqlite_mmap_mib.max(0) << 20,

@@ -561,6 +561,25 @@ impl Services {
             .await
     }
 
+    /// Forgets idempotency keys older than `ledger.idempotency_days`; returns how many.
+    pub async fn purge_idempotency_keys(&self) -> ServiceResult<u64> {
+        let days = self.settings().ledger.idempotency_days.max(1);
+        let before_ms = self.now_ms() - days * 86_400_000;
+        // In bounded transactions, so payments queued behind a purge wait a moment at most.
+        const BATCH: i64 = 10_000;
+        let mut purged = 0;
+        loop {
+            let deleted = self
+                .database()
+                .write(move |conn| Ok::<_, ServiceError>(repo::purge_keys(conn, before_ms, BATCH)?))
+                .await?;
+            purged += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Checks every invariant of the ledger over the whole database.
     pub async fn verify_ledger(&self, _access: Access<'_, perm::LedgerRead>) -> ServiceResult<Verification> {
         self.database()

@@ -438,3 +438,43 @@ fn random_sequences_of_operations_keep_every_ledger_invariant() {
         panic!("{error}");
     }
 }
+
+#[test]
+fn idempotency_keys_are_kept_for_their_retention_and_then_forgotten() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut world = World::open().await;
+        let slots = world.slots().await;
+        let identity = system();
+        let input = TopUpInput {
+            amount_minor: 1_000,
+            payment_method: "cash".into(),
+            store_id: None,
+            reference: None,
+            currency: None,
+        };
+        let key = || IdempotencyKey::parse("retention-key-1").expect("key");
+        let first = world
+            .services
+            .top_up(identity.grant().expect("grant"), key(), slots[0].card_id, input.clone())
+            .await
+            .expect("top-up");
+        world.clock.advance_ms(29 * 86_400_000);
+        assert_eq!(world.services.purge_idempotency_keys().await.expect("purge"), 0);
+        let again = world
+            .services
+            .top_up(identity.grant().expect("grant"), key(), slots[0].card_id, input.clone())
+            .await
+            .expect("repeat");
+        assert!(again.replayed && again.value.id == first.value.id);
+        world.clock.advance_ms(2 * 86_400_000);
+        assert_eq!(world.services.purge_idempotency_keys().await.expect("purge"), 1);
+        let fresh = world
+            .services
+            .top_up(identity.grant().expect("grant"), key(), slots[0].card_id, input)
+            .await
+            .expect("fresh");
+        assert!(!fresh.replayed && fresh.value.id != first.value.id, "a forgotten key is a new request");
+    });
+}

@@ -60,6 +60,14 @@ enum Inner<'c> {
     Postgres(&'c mut PgClient),
 }
 
+/// Up to this many rows, PostgreSQL inserts go row by row instead of through COPY.
+const PG_SMALL_ROWS_MAX: usize = 16;
+
+/// `$1, $2, … $count`.
+fn placeholders(count: usize) -> String {
+    (1..=count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A secondary index dropped for a bulk load, with the statement that creates it again.
 #[derive(Debug)]
 #[must_use = "a deferred index must be restored before the transaction commits"]
@@ -354,6 +362,17 @@ impl<'c> Conn<'c> {
                 rows,
                 &format!(" ON CONFLICT {conflict_target} DO NOTHING"),
             ),
+            Backend::Postgres if rows.len() <= PG_SMALL_ROWS_MAX => {
+                let sql = format!(
+                    "INSERT INTO {table} ({column_list}) VALUES ({}) ON CONFLICT {conflict_target} DO NOTHING",
+                    placeholders(columns.len())
+                );
+                let mut inserted = 0;
+                for row in rows {
+                    inserted += self.execute(&sql, row)?;
+                }
+                Ok(inserted)
+            }
             Backend::Postgres => {
                 let staging = format!("staging_{table}");
                 self.batch(&format!(
@@ -375,7 +394,7 @@ impl<'c> Conn<'c> {
     }
 
     /// Inserts many rows at once: a prepared statement stepped per row on SQLite, binary COPY
-    /// on PostgreSQL.
+    /// on PostgreSQL (prepared INSERTs for a handful of rows).
     /// Every row must have one value per column.
     pub fn insert_rows(
         &mut self,
@@ -395,6 +414,19 @@ impl<'c> Conn<'c> {
     ) -> StoreResult<u64> {
         if rows.is_empty() {
             return Ok(0);
+        }
+        if self.backend() == Backend::Postgres && rows.len() <= PG_SMALL_ROWS_MAX {
+            // A few rows (a checkout's lines): prepared INSERTs beat setting up a COPY.
+            let sql = format!(
+                "INSERT INTO {table} ({}) VALUES ({})",
+                columns.join(", "),
+                placeholders(columns.len())
+            );
+            let mut inserted = 0;
+            for row in rows {
+                inserted += self.execute(&sql, row)?;
+            }
+            return Ok(inserted);
         }
         for row in rows {
             if row.len() != columns.len() {

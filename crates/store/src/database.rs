@@ -34,8 +34,13 @@ pub struct DatabaseOptions {
     pub sqlite_readers: usize,
     /// PostgreSQL connections (each on its own thread).
     pub postgres_connections: usize,
-    /// Most units of work committed together.
+    /// Most units of work committed together on SQLite.
     pub write_batch_max: usize,
+    /// Most units of work committed together on PostgreSQL, per connection. Units batched
+    /// there keep each other's row locks until the batch commits, which makes unrelated
+    /// requests wait and deadlock across connections; PostgreSQL flushes concurrent commits
+    /// together by itself.
+    pub postgres_write_batch_max: usize,
     /// How long a writer waits for more units before committing a batch that is not full.
     /// Zero commits at once with whatever queued while the previous commit was syncing.
     pub write_linger: Duration,
@@ -52,6 +57,7 @@ impl Default for DatabaseOptions {
             sqlite_readers: 4,
             postgres_connections: 8,
             write_batch_max: 256,
+            postgres_write_batch_max: 1,
             write_linger: Duration::ZERO,
             sqlite_cache_kib: 65_536,
             sqlite_mmap_bytes: 1 << 30,
@@ -353,6 +359,35 @@ fn run_alone(conn: &mut Conn<'_>, begin: &str, mut job: Box<dyn WriteJob>) {
     job.finish(commit);
 }
 
+/// Runs one unit of work as its own transaction, without a savepoint (two round trips fewer
+/// on PostgreSQL), again after a retryable failure.
+fn run_single(conn: &mut Conn<'_>, begin: &str, mut job: Box<dyn WriteJob>) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if let Err(error) = conn.control(begin) {
+            job.finish(Err(StoreError::Invariant(format!("could not begin a transaction: {error}"))));
+            return;
+        }
+        if job.run(conn) {
+            let commit = conn.control("COMMIT").inspect_err(|_| {
+                let _ = conn.batch("ROLLBACK");
+            });
+            job.finish(commit);
+            return;
+        }
+        let retryable = conn.take_retryable_failure();
+        if let Err(error) = conn.batch("ROLLBACK") {
+            tracing::error!(%error, "rolling back a failed unit failed");
+        }
+        if !(retryable && job.can_retry() && attempts < RETRIES_MAX) {
+            // The unit's own error is its answer.
+            job.finish(Ok(()));
+            return;
+        }
+    }
+}
+
 /// Runs a batch of units of work in one transaction and answers them after the commit.
 fn run_batch(conn: &mut Conn<'_>, begin: &str, jobs: Vec<Box<dyn WriteJob>>) {
     if let Err(error) = conn.control(begin) {
@@ -475,7 +510,7 @@ fn write_from(
         }
         match <[QueuedJob; 1]>::try_from(batch) {
             Ok([job]) if job.bulk().is_some() => run_alone(conn, begin, job),
-            Ok(single) => run_batch(conn, begin, single.into()),
+            Ok([job]) => run_single(conn, begin, job),
             Err(batch) => run_batch(conn, begin, batch),
         }
         if unchecked && let Err(error) = conn.batch("PRAGMA foreign_keys = ON") {
@@ -582,6 +617,8 @@ fn open_postgres(url: &str, options: &DatabaseOptions) -> StoreResult<Database> 
     let (read_sender, read_receiver) = crossbeam_channel::unbounded::<ReadJob>();
     let (write_sender, write_receiver) = crossbeam_channel::unbounded::<Box<dyn WriteJob>>();
     let mut workers = Vec::new();
+    let options =
+        DatabaseOptions { write_batch_max: options.postgres_write_batch_max.max(1), ..options.clone() };
     for index in 0..options.postgres_connections.max(1) {
         let mut client = postgres_client(url)?;
         let reads = read_receiver.clone();

@@ -136,6 +136,91 @@ async fn import(
     Ok(report)
 }
 
+/// Most customers the demo gives a card.
+const DEMO_CARDS_MAX: u64 = 400;
+
+/// Card products (a membership card and a stored-value card with 充500送30 and 充1000送100),
+/// one card for each of the first `count` customers, top-ups on most stored-value cards and
+/// a few payments, all through the same services as the API.
+async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Failure> {
+    use cardcrm_domain::ledger::BonusRule;
+    use cardcrm_service::{
+        cards::{IssueCardInput, ProductInput},
+        ledger::{IdempotencyKey, SpendInput, TopUpInput},
+    };
+    let started = std::time::Instant::now();
+    let identity = operator();
+    for (code, name, kind, rules) in [
+        ("MEMBER", "会员卡", "membership", vec![]),
+        (
+            "VALUE",
+            "储值卡",
+            "stored_value",
+            vec![
+                BonusRule { min_top_up_minor: 50_000, bonus_minor: 3_000 },
+                BonusRule { min_top_up_minor: 100_000, bonus_minor: 10_000 },
+            ],
+        ),
+    ] {
+        let input = ProductInput {
+            code: Some(code.into()),
+            name: Some(name.into()),
+            kind: Some(kind.into()),
+            bonus_rules: Some(rules),
+            ..ProductInput::default()
+        };
+        services.create_product(identity.grant()?, input).await?;
+    }
+    let key =
+        |text: String| IdempotencyKey::parse(&text).map_err(|error| Failure::other(error.message.clone()));
+    let mut issued = 0_u64;
+    for customer_id in 1..=count as i64 {
+        let mix = (customer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+        let stored_value = mix % 3 != 0;
+        let input = IssueCardInput {
+            customer_id,
+            product: if stored_value { "VALUE" } else { "MEMBER" }.into(),
+            form: Some(if mix % 5 == 0 { "virtual" } else { "physical" }.into()),
+            store_id: None,
+            number: None,
+            pin: None,
+            activate: Some(true),
+        };
+        // Customers merged away during the import have no card.
+        let Ok(card) = services.issue_card(identity.grant()?, input).await else { continue };
+        issued += 1;
+        if !stored_value {
+            continue;
+        }
+        let amount = [20_000, 50_000, 100_000, 200_000][(mix >> 8) as usize % 4];
+        let top_up = TopUpInput {
+            amount_minor: amount,
+            payment_method: "wechat_pay".into(),
+            store_id: None,
+            reference: None,
+            currency: None,
+        };
+        services
+            .top_up(identity.grant()?, key(format!("demo-load-{customer_id}"))?, card.card.id, top_up)
+            .await?;
+        let spend = SpendInput {
+            amount_minor: 1_000 + (mix >> 16) as i64 % 15_000,
+            store_id: None,
+            pin: None,
+            reference: None,
+            currency: None,
+        };
+        services
+            .spend(identity.grant()?, key(format!("demo-pay-{customer_id}"))?, card.card.id, spend)
+            .await?;
+    }
+    println!(
+        "  cards: {issued} issued with top-ups and payments in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Creates the account, or gives an existing one a fresh password; returns the password.
 async fn demo_login(
     services: &Services,
@@ -199,6 +284,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> CommandResult {
         }
         import(&services, "customers", directory.join("customers.csv"), DuplicatePolicy::Create).await?;
         import(&services, "transactions", directory.join("transactions.csv"), DuplicatePolicy::Error).await?;
+        seed_cards(&services, size.customers.min(DEMO_CARDS_MAX), size.seed).await?;
     } else {
         println!("the database already has customers; keeping them (use --fresh to start over)");
     }

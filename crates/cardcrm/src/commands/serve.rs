@@ -32,10 +32,26 @@ pub async fn serve(services: Services, banner: Option<String>) -> CommandResult 
         println!("{banner}");
     }
     println!("cardcrm is listening on http://{bound} (API under /api/v1, document at /api/v1/openapi.json)");
+    spawn_housekeeping(services.clone());
     let app = cardcrm_web::app(services);
     cardcrm_web::serve(listener, app, shutdown_signal())
         .await
         .map_err(|error| Failure::other(format!("the server stopped: {error}")))
+}
+
+/// Hourly upkeep while serving: idempotency keys past their retention are forgotten.
+fn spawn_housekeeping(services: Services) {
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3_600));
+        loop {
+            every_hour.tick().await;
+            match services.purge_idempotency_keys().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "forgot idempotency keys past their retention"),
+                Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

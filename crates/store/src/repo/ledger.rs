@@ -484,8 +484,13 @@ pub fn insert_key(conn: &mut Conn<'_>, record: &KeyRecord) -> StoreResult<()> {
 }
 
 /// Forgets keys stored before `before_ms`; returns how many.
-pub fn purge_keys(conn: &mut Conn<'_>, before_ms: i64) -> StoreResult<u64> {
-    conn.execute("DELETE FROM idempotency_keys WHERE created_at_ms < $1", params![before_ms])
+/// Deletes up to `limit` keys stored before `before_ms`; returns how many.
+pub fn purge_keys(conn: &mut Conn<'_>, before_ms: i64, limit: i64) -> StoreResult<u64> {
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE idempotency_key IN (SELECT idempotency_key FROM idempotency_keys \
+         WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2)",
+        params![before_ms, limit.clamp(1, 100_000)],
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
