@@ -176,11 +176,11 @@ async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Fa
     let mut issued = 0_u64;
     for customer_id in 1..=count as i64 {
         let mix = (customer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-        let stored_value = mix % 3 != 0;
+        let stored_value = !mix.is_multiple_of(3);
         let input = IssueCardInput {
             customer_id,
             product: if stored_value { "VALUE" } else { "MEMBER" }.into(),
-            form: Some(if mix % 5 == 0 { "virtual" } else { "physical" }.into()),
+            form: Some(if mix.is_multiple_of(5) { "virtual" } else { "physical" }.into()),
             store_id: None,
             number: None,
             pin: None,
