@@ -24,6 +24,8 @@ pub enum Kind {
     Customers,
     Transactions,
     Stores,
+    /// Credit-card account records from the issuer (one row per statement).
+    Credit,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -124,6 +126,9 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> CommandResult {
         }
         Kind::Stores => {
             services.import_stores(identity.grant()?, options, source, progress.clone(), rejects).await
+        }
+        Kind::Credit => {
+            services.import_credit(identity.grant()?, options, source, progress.clone(), rejects).await
         }
     };
     bar.finish_and_clear();

@@ -322,3 +322,53 @@ async fn the_api_imports_files_and_keeps_rejected_rows_for_download() {
     assert_eq!(unknown_column.code(), "import.unknown_column");
     assert_eq!(unknown_column.body["line"], 1);
 }
+
+#[tokio::test]
+async fn credit_card_records_import_by_phone_or_id_and_show_masked_with_their_statements() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let first = app.create_customer(&admin, json!({"name": "陈一", "phone": "13811112222"})).await;
+    let second = app.create_customer(&admin, json!({"name": "周二", "phone": "13933334444"})).await;
+    let second_id = second["id"].as_i64().unwrap();
+    let good = format!(
+        "卡号,手机号,客户编号,信用额度,账单日,开户日期,账单日期,到期还款日,账单金额,最低还款额,已还金额,还款日期,逾期天数\n\
+         4111 1111 1111 1111,138 1111 2222,,50000.00,5,2024-03-01,2026-09-05,2026-09-25,3200.50,320.05,3200.50,2026-09-20,0\n\
+         4111111111111111,13811112222,,50000.00,5,2024-03-01,2026-10-05,2026-10-25,5100.00,510.00,0,,17\n\
+         5500000000000004,,{second_id},20000,,,,,,,,,\n"
+    );
+    let bad = good.replace("5500000000000004", "5500000000000005");
+    let file = write(&app, "credit-bad.csv", bad.as_bytes());
+    let output = app.cli(&["import", "credit", &file]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 4: account_number:"), "{stderr}");
+    let first_id = first["id"].as_i64().unwrap();
+    let none = app.get(&admin, &format!("/api/v1/customers/{first_id}/credit-accounts")).await;
+    assert_eq!(none.body.as_array().map(Vec::len), Some(0), "nothing was written: {}", none.text);
+
+    let file = write(&app, "credit.csv", good.as_bytes());
+    let output = app.cli(&["import", "credit", &file]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let accounts = app.get(&admin, &format!("/api/v1/customers/{first_id}/credit-accounts")).await;
+    assert_eq!(accounts.status, StatusCode::OK, "{}", accounts.text);
+    let account = &accounts.body[0];
+    assert_eq!(account["account_number"], "4111 **** **** 1111");
+    assert_eq!(account["credit_limit_minor"], 5_000_000);
+    assert_eq!(account["statements"].as_array().map(Vec::len), Some(2));
+    assert_eq!(account["statements"][0]["statement_date"], "2026-10-05", "newest first");
+    assert_eq!(account["overdue_days_max"], 17);
+    let other = app.get(&admin, &format!("/api/v1/customers/{second_id}/credit-accounts")).await;
+    assert_eq!(other.body[0]["credit_limit_minor"], 2_000_000);
+    assert_eq!(other.body[0]["statements"].as_array().map(Vec::len), Some(0));
+    // The issuer's next export corrects a statement: stored once, replaced, not doubled.
+    let corrected = good.replace("5100.00,510.00,0,,17", "5100.00,510.00,5100.00,2026-10-24,0");
+    let file = write(&app, "credit-2.csv", corrected.as_bytes());
+    assert!(app.cli(&["import", "credit", &file]).status.success());
+    let again = app.get(&admin, &format!("/api/v1/customers/{first_id}/credit-accounts")).await;
+    assert_eq!(again.body[0]["statements"].as_array().map(Vec::len), Some(2));
+    assert_eq!(again.body[0]["overdue_days_max"], 0);
+    // The account numbers are sealed at rest.
+    let contents = crate::privacy::database_contents(&app);
+    let text = String::from_utf8_lossy(&contents);
+    assert!(!text.contains("4111111111111111") && !text.contains("5500000000000004"));
+}

@@ -13,7 +13,7 @@ const ADDRESS: &str = "上海市黄浦区人民大道200号";
 
 /// Everything the database holds, as text: the SQLite files byte by byte, or every row of
 /// every table on PostgreSQL.
-fn database_contents(app: &crate::support::TestApp) -> Vec<u8> {
+pub(crate) fn database_contents(app: &crate::support::TestApp) -> Vec<u8> {
     match app.database.location() {
         cardcrm_store::Location::Sqlite(path) => {
             let mut bytes = Vec::new();

@@ -7,6 +7,7 @@
 //! lists the problems; with `skip_invalid` the good rows are written and the bad ones go to a
 //! reject file. A dry run does all of it and then rolls back.
 
+pub mod credit;
 pub mod customers;
 pub mod source;
 pub mod stores;

@@ -336,3 +336,170 @@ pub fn reassign(conn: &mut Conn<'_>, from_customer: i64, to_customer: i64) -> St
         params![from_customer, to_customer],
     )
 }
+
+/// A credit-card account as the issuer's core system reports it (imported, never computed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditAccountRecord {
+    pub id: i64,
+    pub customer_id: i64,
+    pub account_number_cipher: Vec<u8>,
+    pub account_number_index: Vec<u8>,
+    pub account_last4: String,
+    pub credit_limit_minor: i64,
+    pub currency: String,
+    pub statement_day: Option<i64>,
+    pub status: String,
+    pub opened_on: Option<String>,
+    pub import_id: Option<i64>,
+    pub updated_at_ms: i64,
+}
+
+const CREDIT_ACCOUNT_COLUMNS: &str = "id, customer_id, account_number_cipher, account_number_index, account_last4, \
+     credit_limit_minor, currency, statement_day, status, opened_on, import_id, updated_at_ms";
+
+fn credit_account_from(row: &Row<'_>) -> StoreResult<CreditAccountRecord> {
+    Ok(CreditAccountRecord {
+        id: row.get(0)?,
+        customer_id: row.get(1)?,
+        account_number_cipher: row.get(2)?,
+        account_number_index: row.get(3)?,
+        account_last4: row.get(4)?,
+        credit_limit_minor: row.get(5)?,
+        currency: row.get(6)?,
+        statement_day: row.get(7)?,
+        status: row.get(8)?,
+        opened_on: row.get(9)?,
+        import_id: row.get(10)?,
+        updated_at_ms: row.get(11)?,
+    })
+}
+
+pub fn credit_account_by_index(
+    conn: &mut Conn<'_>,
+    index: &[u8],
+) -> StoreResult<Option<CreditAccountRecord>> {
+    conn.query_optional(
+        &format!("SELECT {CREDIT_ACCOUNT_COLUMNS} FROM credit_accounts WHERE account_number_index = $1"),
+        params![index],
+        credit_account_from,
+    )
+}
+
+/// Inserts the account with its `id` (allocated by the caller, who sealed the number for it).
+pub fn insert_credit_account(conn: &mut Conn<'_>, account: &CreditAccountRecord) -> StoreResult<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO credit_accounts ({CREDIT_ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ),
+        params![
+            account.id,
+            account.customer_id,
+            &account.account_number_cipher,
+            &account.account_number_index,
+            &account.account_last4,
+            account.credit_limit_minor,
+            &account.currency,
+            account.statement_day,
+            &account.status,
+            &account.opened_on,
+            account.import_id,
+            account.updated_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn update_credit_account(conn: &mut Conn<'_>, account: &CreditAccountRecord) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE credit_accounts SET customer_id = $2, credit_limit_minor = $3, currency = $4, statement_day = $5, \
+         status = $6, opened_on = $7, import_id = $8, updated_at_ms = $9 WHERE id = $1",
+        params![
+            account.id,
+            account.customer_id,
+            account.credit_limit_minor,
+            &account.currency,
+            account.statement_day,
+            &account.status,
+            &account.opened_on,
+            account.import_id,
+            account.updated_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn credit_accounts_of(conn: &mut Conn<'_>, customer_id: i64) -> StoreResult<Vec<CreditAccountRecord>> {
+    conn.query(
+        &format!("SELECT {CREDIT_ACCOUNT_COLUMNS} FROM credit_accounts WHERE customer_id = $1 ORDER BY id LIMIT 100"),
+        params![customer_id],
+        credit_account_from,
+    )
+}
+
+/// One statement of a credit account, as the issuer reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditStatementRecord {
+    pub account_id: i64,
+    pub statement_date: String,
+    pub due_date: String,
+    pub balance_minor: i64,
+    pub minimum_due_minor: i64,
+    pub paid_minor: i64,
+    pub paid_on: Option<String>,
+    pub overdue_days: i64,
+    pub import_id: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// Stores a statement, replacing the one of the same account and date (a corrected export).
+pub fn upsert_credit_statement(conn: &mut Conn<'_>, statement: &CreditStatementRecord) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO credit_statements (account_id, statement_date, due_date, balance_minor, minimum_due_minor, \
+         paid_minor, paid_on, overdue_days, import_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (account_id, statement_date) DO UPDATE SET due_date = excluded.due_date, \
+         balance_minor = excluded.balance_minor, minimum_due_minor = excluded.minimum_due_minor, \
+         paid_minor = excluded.paid_minor, paid_on = excluded.paid_on, overdue_days = excluded.overdue_days, \
+         import_id = excluded.import_id",
+        params![
+            statement.account_id,
+            &statement.statement_date,
+            &statement.due_date,
+            statement.balance_minor,
+            statement.minimum_due_minor,
+            statement.paid_minor,
+            &statement.paid_on,
+            statement.overdue_days,
+            statement.import_id,
+            statement.created_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// An account's statements, newest first.
+pub fn credit_statements_of(
+    conn: &mut Conn<'_>,
+    account_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<CreditStatementRecord>> {
+    conn.query(
+        "SELECT account_id, statement_date, due_date, balance_minor, minimum_due_minor, paid_minor, paid_on, \
+         overdue_days, import_id, created_at_ms FROM credit_statements WHERE account_id = $1 \
+         ORDER BY statement_date DESC LIMIT $2",
+        params![account_id, limit.clamp(1, 120)],
+        |row| {
+            Ok(CreditStatementRecord {
+                account_id: row.get(0)?,
+                statement_date: row.get(1)?,
+                due_date: row.get(2)?,
+                balance_minor: row.get(3)?,
+                minimum_due_minor: row.get(4)?,
+                paid_minor: row.get(5)?,
+                paid_on: row.get(6)?,
+                overdue_days: row.get(7)?,
+                import_id: row.get(8)?,
+                created_at_ms: row.get(9)?,
+            })
+        },
+    )
+}

@@ -7,6 +7,7 @@ use cardcrm_service::{
         CardIssued, CardView, FreezeInput, IssueCardInput, PinInput, ProductInput, ProductView, TierInput,
         TierView,
     },
+    import::credit::CreditAccountView,
     perm,
 };
 use serde::Deserialize;
@@ -185,4 +186,16 @@ pub async fn set_pin(
     ApiJson(input): ApiJson<PinInput>,
 ) -> ApiResult<Json<CardView>> {
     Ok(Json(state.services.set_pin(need.access(), id, input).await?))
+}
+
+/// A customer's credit-card accounts (imported from the issuer with `cardcrm import credit`)
+/// and their latest 12 statements, numbers masked.
+#[utoipa::path(get, path = "/api/v1/customers/{id}/credit-accounts", tag = "cards", params(("id" = i64, Path, description = "Customer id")),
+    responses((status = 200, description = "OK", body = Vec<CreditAccountView>), Errors), security(("session" = []), ("token" = [])))]
+pub async fn credit_accounts(
+    State(state): State<AppState>,
+    need: Need<perm::CardRead>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Vec<CreditAccountView>>> {
+    Ok(Json(state.services.credit_accounts(need.access(), id).await?))
 }

@@ -59,6 +59,7 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(cards::find_card, cards::issue_card))
         .routes(routes!(cards::get_card))
         .routes(routes!(cards::customer_cards))
+        .routes(routes!(cards::credit_accounts))
         .routes(routes!(cards::activate_card))
         .routes(routes!(cards::freeze_card))
         .routes(routes!(cards::unfreeze_card))
