@@ -55,3 +55,12 @@ impl Clock for ManualClock {
 pub fn format_ms(millis: i64) -> String {
     Timestamp::from_millisecond(millis).map(|at| at.to_string()).unwrap_or_else(|_| millis.to_string())
 }
+
+/// An RFC 3339 instant as people read it in `zone` (`2026-11-22 12:05:06`); the text itself
+/// when it is not an instant.
+pub fn format_in_zone(instant: &str, zone: &jiff::tz::TimeZone) -> String {
+    match instant.parse::<Timestamp>() {
+        Ok(at) => at.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => instant.to_owned(),
+    }
+}

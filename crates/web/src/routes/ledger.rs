@@ -228,8 +228,8 @@ pub async fn statement(
             response
         }
         StatementFormat::Html => {
-            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], render::statement_html(&statement))
-                .into_response()
+            let html = render::statement_html(&statement, state.services.default_zone());
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
         }
     })
 }
@@ -254,8 +254,9 @@ pub async fn receipt(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     let operation = state.services.get_operation(need.access(), id).await?;
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], render::receipt_html(&operation))
-        .into_response())
+    let zone_name = &state.services.settings().default_time_zone;
+    let html = render::receipt_html(&operation, state.services.default_zone(), zone_name);
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -326,7 +327,8 @@ pub async fn acknowledge_alert(
 mod render {
     use std::fmt::Write;
 
-    use cardcrm_service::{ledger::OperationView, statements::Statement};
+    use cardcrm_service::{clock::format_in_zone, ledger::OperationView, statements::Statement};
+    use jiff::tz::TimeZone;
 
     /// `12345` → `123.45`; `-5` → `-0.05`.
     pub fn money(minor: i64) -> String {
@@ -421,13 +423,13 @@ mod render {
         td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.sum{font-weight:bold}\
         @media print{body{margin:0}button{display:none}}";
 
-    pub fn statement_html(statement: &Statement) -> String {
+    pub fn statement_html(statement: &Statement, zone: &TimeZone) -> String {
         let mut rows = String::new();
         for line in &statement.lines {
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-                escape(&line.line.occurred_at),
+                escape(&format_in_zone(&line.line.occurred_at, zone)),
                 line.line.operation_id,
                 kind_label(&line.line.kind),
                 money(line.line.paid_change_minor),
@@ -443,7 +445,7 @@ mod render {
              <h1>储值卡账单 Stored-value statement</h1>\
              <p>卡号 Card: {card} · 客户 Customer: {customer} · 币种 Currency: {currency}<br>\
              期间 Period: {from} — {to} ({zone})</p>\
-             <table><thead><tr><th>时间 Time (UTC)</th><th>单号 Operation</th><th>类型 Kind</th><th class=n>本金 Paid</th><th class=n>赠送 Bonus</th><th class=n>余额 Balance</th></tr></thead>\
+             <table><thead><tr><th>时间 Time ({zone})</th><th>单号 Operation</th><th>类型 Kind</th><th class=n>本金 Paid</th><th class=n>赠送 Bonus</th><th class=n>余额 Balance</th></tr></thead>\
              <tbody><tr class=sum><td colspan=3>期初余额 Opening balance</td><td class=n>{opening_paid}</td><td class=n>{opening_bonus}</td><td class=n>{opening}</td></tr>\
              {rows}\
              <tr class=sum><td colspan=3>期末余额 Closing balance</td><td class=n>{closing_paid}</td><td class=n>{closing_bonus}</td><td class=n>{closing}</td></tr></tbody></table>\
@@ -463,11 +465,11 @@ mod render {
             closing = money(statement.closing.total_minor),
             credits = money(statement.credits_minor),
             debits = money(statement.debits_minor),
-            generated = escape(&statement.generated_at),
+            generated = escape(&format_in_zone(&statement.generated_at, zone)),
         )
     }
 
-    pub fn receipt_html(operation: &OperationView) -> String {
+    pub fn receipt_html(operation: &OperationView, zone: &TimeZone, zone_name: &str) -> String {
         let mut lines = String::new();
         if let Some(items) = operation.detail.get("lines").and_then(|lines| lines.as_array()) {
             for item in items {
@@ -501,7 +503,7 @@ mod render {
             .unwrap_or_default();
         format!(
             "<!doctype html><html lang=zh-CN><head><meta charset=utf-8><title>凭证 Receipt {id}</title><style>{STYLE}</style></head><body>\
-             <h1>{label}</h1><p>单号 Operation: {id} · 时间 Time (UTC): {at} · 门店 Store: {store} · 卡 Card: {card}</p>{reverses}{items}\
+             <h1>{label}</h1><p>单号 Operation: {id} · 时间 Time: {at} ({zone}) · 门店 Store: {store} · 卡 Card: {card}</p>{reverses}{items}\
              <table><tbody><tr class=sum><td>合计 Total</td><td class=n>{total} {currency}</td></tr>\
              <tr><td>储值本金 Stored value (paid)</td><td class=n>{paid}</td></tr>\
              <tr><td>储值赠送 Stored value (bonus)</td><td class=n>{bonus}</td></tr>\
@@ -509,7 +511,8 @@ mod render {
              <button onclick=print()>打印 Print</button></body></html>",
             id = operation.id,
             label = kind_label(&operation.kind),
-            at = escape(&operation.occurred_at),
+            at = escape(&format_in_zone(&operation.occurred_at, zone)),
+            zone = escape(zone_name),
             store = operation.store_id.map(|id| id.to_string()).unwrap_or_else(|| "—".into()),
             card = operation.card_id.map(|id| id.to_string()).unwrap_or_else(|| "—".into()),
             total = money(operation.amount_minor),
