@@ -69,8 +69,18 @@ function setup(thread)
   thread:set("thread_id", #threads)
   table.insert(threads, thread)
 end
+-- `wrk … -- PAUSE_MS`: each connection waits this long between its requests, to measure
+-- latency at a chosen rate instead of at saturation.
+local pause_ms = 0
+local run = 0
 function init(args)
-  math.randomseed(thread_id * 7919 + {run_id})
+  math.randomseed(os.time() * 7919 + thread_id)
+  -- Keys differ between runs of the same script: a repeated key would be a replay.
+  run = os.time() .. "-" .. math.random(1000000000)
+  if args[1] then pause_ms = tonumber(args[1]) end
+end
+function delay()
+  return pause_ms
 end
 request = function()
   counter = counter + 1
@@ -80,7 +90,7 @@ request = function()
   local headers = {{}}
   for name, value in pairs(wrk.headers) do headers[name] = value end
   headers["content-type"] = "application/json"
-  headers["idempotency-key"] = "bench-{run_id}-" .. thread_id .. "-" .. counter
+  headers["idempotency-key"] = "bench-" .. run .. "-" .. thread_id .. "-" .. counter
   return wrk.format("POST", "/api/v1/checkouts", headers, body)
 end
 """)
