@@ -182,6 +182,8 @@ struct Shared {
     reprepares: Arc<AtomicU64>,
     read_sender: Option<Sender<ReadJob>>,
     write_sender: Option<Sender<Box<dyn WriteJob>>>,
+    /// Dropped to stop the SQLite checkpointer.
+    checkpoint_stop: Option<Sender<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -189,6 +191,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.read_sender.take();
         self.write_sender.take();
+        self.checkpoint_stop.take();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
@@ -583,6 +586,19 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
             }
         })?);
     }
+    // Checkpoints run on their own connection and thread, not inside the writer's commits:
+    // an automatic checkpoint in the committing connection stalls every request waiting on
+    // that commit (the checkout benchmark's p99). PASSIVE never waits for readers or writers.
+    writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+    let checkpointer = sqlite_connection(path, options, true)?;
+    let (checkpoint_stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+    workers.push(std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_receiver.recv_timeout(CHECKPOINT_INTERVAL) {
+            if let Err(error) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                tracing::warn!(%error, "checkpointing the WAL failed");
+            }
+        }
+    })?);
     let writer_options = options.clone();
     let counter = reprepares.clone();
     workers.push(std::thread::Builder::new().name("sqlite-write".into()).spawn(move || {
@@ -598,10 +614,14 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
             reprepares,
             read_sender: Some(read_sender),
             write_sender: Some(write_sender),
+            checkpoint_stop: Some(checkpoint_stop),
             workers,
         }),
     })
 }
+
+/// How often the checkpointer folds the WAL back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 fn postgres_client(url: &str) -> StoreResult<PgClient> {
     let client = postgres::Client::connect(url, postgres::NoTls)?;
@@ -648,6 +668,7 @@ fn open_postgres(url: &str, options: &DatabaseOptions) -> StoreResult<Database> 
             reprepares: Arc::new(AtomicU64::new(0)),
             read_sender: Some(read_sender),
             write_sender: Some(write_sender),
+            checkpoint_stop: None,
             workers,
         }),
     })
