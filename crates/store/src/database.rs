@@ -593,7 +593,9 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     let checkpointer = sqlite_connection(path, options, true)?;
     let (checkpoint_stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
     workers.push(std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
-        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_receiver.recv_timeout(CHECKPOINT_INTERVAL) {
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            stop_receiver.recv_timeout(CHECKPOINT_INTERVAL)
+        {
             if let Err(error) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
                 tracing::warn!(%error, "checkpointing the WAL failed");
             }
