@@ -279,9 +279,7 @@ impl Services {
                 if let Some(refusal) = refuse_card_state(card, CardStatus::can_pay, now_ms) {
                     return Ok(Decision::Refused(refusal));
                 }
-                if pin_hash.is_some() && card.pin_hash != pin_hash {
-                    return Err(ServiceError::conflict("pin.changed", "the card's PIN changed meanwhile; try again"));
-                }
+                crate::ledger::require_pin_unchanged(card, &pin_hash)?;
             }
             let asset = product.as_ref().map_or(currency.clone(), |product| product.currency.clone());
             crate::ledger::check_currency(&wanted_currency, &asset)?;

@@ -782,9 +782,7 @@ impl Services {
             let (card, product) = load_card(conn, card_id)?;
             check_store(conn, store_id)?;
             check_currency(&wanted_currency, &product.currency)?;
-            if pin_hash.is_some() && card.pin_hash != pin_hash {
-                return Err(ServiceError::conflict("pin.changed", "the card's PIN changed meanwhile; try again"));
-            }
+            require_pin_unchanged(&card, &pin_hash)?;
             if let Err(refusal) = stored_value_product(&product, &card) {
                 return Ok(Decision::Refused(refusal));
             }
@@ -942,9 +940,7 @@ impl Services {
         self.keyed(access.identity(), key, kind::TRANSFER, &request, move |conn, actor, now_ms| {
             let (from, from_product) = load_card(conn, from_card_id)?;
             let (to, to_product) = load_card(conn, input.to_card_id)?;
-            if pin_hash.is_some() && from.pin_hash != pin_hash {
-                return Err(ServiceError::conflict("pin.changed", "the card's PIN changed meanwhile; try again"));
-            }
+            require_pin_unchanged(&from, &pin_hash)?;
             for (card, product) in [(&from, &from_product), (&to, &to_product)] {
                 if let Err(refusal) = stored_value_product(product, card) {
                     return Ok(Decision::Refused(refusal));
@@ -1256,6 +1252,15 @@ impl Services {
 
 fn missing_accounts(card_id: i64) -> ServiceError {
     ServiceError::Store(StoreError::Invariant(format!("card {card_id} has no value accounts")))
+}
+
+/// Refuses a payment whose PIN was checked (before the unit of work) against a PIN that has
+/// changed since.
+pub(crate) fn require_pin_unchanged(card: &CardRecord, checked_hash: &Option<String>) -> ServiceResult<()> {
+    if checked_hash.is_some() && card.pin_hash != *checked_hash {
+        return Err(ServiceError::conflict("pin.changed", "the card's PIN changed meanwhile; try again"));
+    }
+    Ok(())
 }
 
 /// Refuses a request that names a currency other than the card's.
