@@ -93,3 +93,20 @@ mod tests {
         }
     }
 }
+
+/// A code people type for a thing (a store, a card product): 1 to 32 of `A-Z 0-9 - _` after
+/// cleaning, upper-cased. `what` names the thing in the message; `code` is the error code.
+pub fn parse_code(raw: &str, code: &'static str, what: &str) -> Result<String, crate::FieldError> {
+    let cleaned = clean(raw).unwrap_or_default().to_uppercase();
+    if (1..=32).contains(&cleaned.len())
+        && cleaned.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(cleaned)
+    } else {
+        Err(crate::FieldError::new(
+            "code",
+            code,
+            format!("`{raw}` is not a {what} code (1 to 32 of A-Z, 0-9, - and _)"),
+        ))
+    }
+}

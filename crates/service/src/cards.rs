@@ -319,18 +319,7 @@ fn parse_positive(errors: &mut FieldErrors, field: &str, value: i64, max: i64) -
 }
 
 fn parse_product_code(raw: &str) -> Result<String, FieldError> {
-    let code = text::clean(raw).unwrap_or_default().to_uppercase();
-    if (1..=32).contains(&code.len())
-        && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(code)
-    } else {
-        Err(FieldError::new(
-            "code",
-            "product_code.invalid",
-            format!("`{raw}` is not a code: 1 to 32 of A-Z 0-9 - _"),
-        ))
-    }
+    text::parse_code(raw, "product_code.invalid", "product")
 }
 
 fn parse_prefix(raw: &str) -> Result<String, FieldError> {

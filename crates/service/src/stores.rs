@@ -62,18 +62,7 @@ pub struct StoreInput {
 
 /// A store code: 1 to 32 of `A-Z 0-9 - _`, upper-cased.
 pub fn parse_store_code(raw: &str) -> Result<String, FieldError> {
-    let code = text::clean(raw).unwrap_or_default().to_uppercase();
-    if (1..=32).contains(&code.len())
-        && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(code)
-    } else {
-        Err(FieldError::new(
-            "code",
-            "store_code.invalid",
-            format!("`{raw}` is not a store code (1 to 32 of A-Z, 0-9, - and _)"),
-        ))
-    }
+    text::parse_code(raw, "store_code.invalid", "store")
 }
 
 fn parse_zone(raw: &str) -> Result<String, FieldError> {

@@ -87,7 +87,7 @@ pub async fn run(global: &GlobalArgs, command: LedgerCommand) -> CommandResult {
             }
         }
         LedgerCommand::Reconcile(args) => {
-            let report = services.reconciliation(access_read(&identity)?, &args.date).await?;
+            let report = services.reconciliation(access, &args.date).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).map_err(|error| Failure::other(error.to_string()))?
@@ -99,10 +99,4 @@ pub async fn run(global: &GlobalArgs, command: LedgerCommand) -> CommandResult {
             }
         }
     }
-}
-
-fn access_read(
-    identity: &cardcrm_service::Identity,
-) -> Result<cardcrm_service::Access<'_, cardcrm_service::perm::LedgerRead>, Failure> {
-    identity.grant().map_err(Failure::from)
 }
