@@ -58,6 +58,23 @@ pub fn char_count(input: &str) -> usize {
     input.chars().count()
 }
 
+/// A code people type for a thing (a store, a card product): 1 to 32 of `A-Z 0-9 - _` after
+/// cleaning, upper-cased. `what` names the thing in the message; `code` is the error code.
+pub fn parse_code(raw: &str, code: &'static str, what: &str) -> Result<String, crate::FieldError> {
+    let cleaned = clean(raw).unwrap_or_default().to_uppercase();
+    if (1..=32).contains(&cleaned.len())
+        && cleaned.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(cleaned)
+    } else {
+        Err(crate::FieldError::new(
+            "code",
+            code,
+            format!("`{raw}` is not a {what} code (1 to 32 of A-Z, 0-9, - and _)"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,22 +108,5 @@ mod tests {
                 proptest::prop_assert!(!once.chars().any(|c| c.is_control() || full_width.contains(&c)));
             }
         }
-    }
-}
-
-/// A code people type for a thing (a store, a card product): 1 to 32 of `A-Z 0-9 - _` after
-/// cleaning, upper-cased. `what` names the thing in the message; `code` is the error code.
-pub fn parse_code(raw: &str, code: &'static str, what: &str) -> Result<String, crate::FieldError> {
-    let cleaned = clean(raw).unwrap_or_default().to_uppercase();
-    if (1..=32).contains(&cleaned.len())
-        && cleaned.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(cleaned)
-    } else {
-        Err(crate::FieldError::new(
-            "code",
-            code,
-            format!("`{raw}` is not a {what} code (1 to 32 of A-Z, 0-9, - and _)"),
-        ))
     }
 }
