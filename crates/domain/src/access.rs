@@ -61,10 +61,24 @@ pub enum Permission {
     /// Acknowledge unusual-activity alerts after looking into them.
     #[serde(rename = "ledger.review")]
     LedgerReview,
+    /// See members' points, lots, tiers, coupons and mall orders.
+    #[serde(rename = "loyalty.read")]
+    LoyaltyRead,
+    /// Record offline sales for points, issue and cancel coupons, place and cancel mall
+    /// orders, move points between members and partners.
+    #[serde(rename = "loyalty.write")]
+    LoyaltyWrite,
+    /// Configure the programme (earning rules, expiry, tiers), coupon templates, mall
+    /// rewards and partners; run the loyalty jobs.
+    #[serde(rename = "loyalty.manage")]
+    LoyaltyManage,
+    /// Put a member on a tier by hand for a while, audited.
+    #[serde(rename = "tier.override")]
+    TierOverride,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 25] = [
         Self::CustomerRead,
         Self::CustomerWrite,
         Self::CustomerReveal,
@@ -86,6 +100,10 @@ impl Permission {
         Self::ValueRefund,
         Self::LedgerRead,
         Self::LedgerReview,
+        Self::LoyaltyRead,
+        Self::LoyaltyWrite,
+        Self::LoyaltyManage,
+        Self::TierOverride,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +129,10 @@ impl Permission {
             Self::ValueRefund => "value.refund",
             Self::LedgerRead => "ledger.read",
             Self::LedgerReview => "ledger.review",
+            Self::LoyaltyRead => "loyalty.read",
+            Self::LoyaltyWrite => "loyalty.write",
+            Self::LoyaltyManage => "loyalty.manage",
+            Self::TierOverride => "tier.override",
         }
     }
 
@@ -205,6 +227,9 @@ impl Role {
                 ValueRefund,
                 LedgerRead,
                 LedgerReview,
+                LoyaltyRead,
+                LoyaltyWrite,
+                TierOverride,
             ],
             Self::Clerk => &[
                 CustomerRead,
@@ -215,12 +240,21 @@ impl Role {
                 CardWrite,
                 ValueLoad,
                 ValueSpend,
+                LoyaltyRead,
+                LoyaltyWrite,
             ],
-            Self::ServiceAgent => {
-                &[CustomerRead, CustomerWrite, CustomerReveal, TransactionRead, CardRead, CardWrite]
-            }
-            Self::Marketer => &[CustomerRead, CardRead],
-            Self::Analyst => &[CustomerRead, TransactionRead, CardRead, LedgerRead],
+            Self::ServiceAgent => &[
+                CustomerRead,
+                CustomerWrite,
+                CustomerReveal,
+                TransactionRead,
+                CardRead,
+                CardWrite,
+                LoyaltyRead,
+                LoyaltyWrite,
+            ],
+            Self::Marketer => &[CustomerRead, CardRead, LoyaltyRead, LoyaltyWrite],
+            Self::Analyst => &[CustomerRead, TransactionRead, CardRead, LedgerRead, LoyaltyRead],
         }
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod id_number;
 pub mod ledger;
 pub mod limits;
+pub mod loyalty;
 pub mod money;
 pub mod phone;
 pub mod text;

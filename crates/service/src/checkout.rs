@@ -15,6 +15,7 @@ use cardcrm_store::{
         cards as card_repo, customers as customer_repo,
         ledger::{self as repo, NewTransfer, OperationRecord},
         purchases::{self as purchase_repo, PurchaseRecord},
+        rewards as reward_repo,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -26,9 +27,9 @@ use crate::{
     error::{ServiceError, ServiceResult},
     identity::{Access, perm},
     ledger::{
-        BalanceView, Decision, IdempotencyKey, Outcome, check_store, insufficient, parse_payment_method,
-        pay_from_card, post, raise_alerts, refuse_card_state, store_account, stored_value_product,
-        value_accounts,
+        BalanceView, Decision, IdempotencyKey, Outcome, Refusal, check_store, insufficient,
+        parse_payment_method, pay_from_card, post, raise_alerts, refuse_card_state, store_account,
+        stored_value_product, value_accounts,
     },
 };
 
@@ -76,6 +77,12 @@ pub struct CheckoutInput {
     /// The currency the till prices in (ISO 4217); refused when the card holds another.
     #[serde(default)]
     pub currency: Option<String>,
+    /// Coupons to redeem (at most 5; more than one only when all are stackable).
+    #[serde(default)]
+    pub coupon_codes: Vec<String>,
+    /// Points to pay with, at the programme's value per point.
+    #[serde(default)]
+    pub points_to_redeem: Option<i64>,
 }
 
 /// A line of the receipt.
@@ -118,6 +125,10 @@ pub struct CheckoutReceipt {
     pub external_minor: i64,
     pub external_method: Option<String>,
     pub balance_after: Option<BalanceView>,
+    /// Points paid with.
+    pub points_redeemed: i64,
+    /// Points earned on what was paid (members only).
+    pub points_earned: Option<crate::loyalty::PointsEarned>,
     pub occurred_at: String,
     pub receipt_path: String,
 }
@@ -138,7 +149,18 @@ impl Basket {
 
     /// Takes `discount` off the basket, spread over the lines by what each still costs.
     fn discount(&mut self, discount: i64) {
-        let nets: Vec<i64> = self.lines.iter().map(|line| line.net_minor).collect();
+        self.discount_where(discount, |_| true);
+    }
+
+    /// What the lines `eligible` picks still cost.
+    fn total_where(&self, eligible: impl Fn(&ReceiptLine) -> bool) -> i64 {
+        self.lines.iter().filter(|line| eligible(line)).map(|line| line.net_minor).sum()
+    }
+
+    /// Takes `discount` off the lines `eligible` picks, spread by what each still costs.
+    fn discount_where(&mut self, discount: i64, eligible: impl Fn(&ReceiptLine) -> bool) {
+        let nets: Vec<i64> =
+            self.lines.iter().map(|line| if eligible(line) { line.net_minor } else { 0 }).collect();
         for (line, share) in
             self.lines.iter_mut().zip(spread_discount(discount.min(nets.iter().sum()), &nets))
         {
@@ -232,6 +254,19 @@ impl Services {
             .as_deref()
             .and_then(|raw| errors.take("external_method", parse_payment_method("external_method", raw)));
         let reference = bounded_text(&mut errors, "reference", &input.reference, 64);
+        if input.coupon_codes.len() > crate::rewards::COUPONS_PER_CHECKOUT_MAX {
+            errors.push(FieldError::new(
+                "coupon_codes",
+                "coupons.too_many",
+                format!("at most {} coupons", crate::rewards::COUPONS_PER_CHECKOUT_MAX),
+            ));
+        }
+        let coupon_codes: Vec<String> =
+            input.coupon_codes.iter().map(|code| code.trim().to_uppercase()).collect();
+        let points_to_redeem = input.points_to_redeem.unwrap_or(0);
+        if !(0..=cardcrm_domain::loyalty::POINTS_MAX).contains(&points_to_redeem) {
+            errors.push(FieldError::new("points_to_redeem", "points.out_of_range", "0 to 1000000000"));
+        }
         if lines.iter().map(|line| line.amount_minor).sum::<i64>() > VALUE_MINOR_MAX {
             errors.push(FieldError::new(
                 "lines",
@@ -256,6 +291,7 @@ impl Services {
         let currency = self.currency().as_str().to_owned();
         let input_card = input.card_id;
         let input_customer = input.customer_id;
+        let context = self.loyalty_context();
         self.keyed(access.identity(), key, "checkout", &request, move |conn, actor, now_ms| {
             check_store(conn, store_id)?;
             let mut basket = Basket { lines: lines.clone() };
@@ -283,11 +319,55 @@ impl Services {
             }
             let asset = product.as_ref().map_or(currency.clone(), |product| product.currency.clone());
             crate::ledger::check_currency(&wanted_currency, &asset)?;
-            // The pricing stages, in order. Coupons and points join here with the loyalty engine.
+            // The pricing stages, in order: tier discount, coupons, points.
             let subtotal = basket.subtotal();
             let mut adjustments = Vec::new();
             if let Some(adjustment) = tier_discount(&mut basket, tier.as_ref()) {
                 adjustments.push(adjustment);
+            }
+            let mut coupons = Vec::new();
+            for code in &coupon_codes {
+                let coupon = match reward_repo::coupon_by_code(conn, code)? {
+                    Some(coupon) if Some(coupon.customer_id) == customer_id && crate::rewards::coupon_status(&coupon, now_ms) == "issued" && coupon.valid_from_ms <= now_ms => coupon,
+                    _ => return Ok(Decision::Refused(Refusal::new("coupon.invalid", format!("coupon {code} is not a usable coupon of this member")))),
+                };
+                let template = reward_repo::template(conn, coupon.template_id)?.ok_or_else(|| missing("coupon template"))?;
+                coupons.push((coupon, template));
+            }
+            if coupons.len() > 1 && coupons.iter().any(|(_, template)| !template.stackable) {
+                return Ok(Decision::Refused(Refusal::new("coupon.not_stackable", "these coupons cannot be used together")));
+            }
+            for (coupon, template) in &coupons {
+                let category = template.category.clone();
+                let eligible = move |line: &ReceiptLine| category.is_none() || line.category == category;
+                let off = cardcrm_domain::loyalty::coupon_discount(&template.kind, template.amount_off_minor, template.percent_off_bp, template.cap_minor, template.threshold_minor, basket.total_where(&eligible));
+                if off == 0 && template.kind != "gift" {
+                    return Ok(Decision::Refused(Refusal::new("coupon.not_applicable", format!("coupon {} does not apply to this basket (threshold {}, category {})", coupon.code, template.threshold_minor, template.category.as_deref().unwrap_or("any")))));
+                }
+                basket.discount_where(off, &eligible);
+                let description = match template.kind.as_str() {
+                    "gift" => format!("{}: {}", template.name, template.gift_name.as_deref().unwrap_or("gift")),
+                    _ => template.name.clone(),
+                };
+                adjustments.push(Adjustment { stage: "coupon".into(), description, amount_minor: off });
+            }
+            let mut points_value = 0;
+            if points_to_redeem > 0 {
+                let Some(member) = customer_id else {
+                    return Err(ServiceError::invalid("points_to_redeem", "points.not_member", "paying with points needs the member (card_id or customer_id)"));
+                };
+                let programme = crate::loyalty::programme_at(conn, now_ms)?;
+                points_value = programme.points_value_minor(points_to_redeem);
+                let allowed = basket.total() * programme.rules().redeem_max_basket_pct / 100;
+                if points_value > allowed || points_value == 0 {
+                    return Ok(Decision::Refused(Refusal::new("points.over_basket_share", format!("{points_to_redeem} points are worth {points_value}; points may pay 1 to {allowed} of this basket"))));
+                }
+                let spendable = crate::loyalty::spendable_points(conn, member, now_ms)?;
+                if spendable < points_to_redeem {
+                    return Ok(Decision::Refused(Refusal::new("points.insufficient", format!("member {member} has {spendable} spendable points, fewer than {points_to_redeem}"))));
+                }
+                basket.discount(points_value);
+                adjustments.push(Adjustment { stage: "points".into(), description: format!("{points_to_redeem} points"), amount_minor: points_value });
             }
             let total = basket.total();
             if stored_value > total {
@@ -315,7 +395,15 @@ impl Services {
                 };
                 accounts = Some(found);
             }
+            let earn_lines: Vec<cardcrm_domain::loyalty::EarnLine> = basket.lines.iter().map(|line| cardcrm_domain::loyalty::EarnLine { category: line.category.clone(), paid_minor: line.net_minor }).collect();
+            let prepared = match customer_id {
+                Some(member) => Some(crate::loyalty::prepare_earning(conn, &context, member, store_id, &earn_lines, now_ms)?),
+                None => None,
+            };
             let detail = serde_json::json!({
+                "points_redeemed": points_to_redeem, "points_value_minor": points_value,
+                "points_earned": prepared.as_ref().map(|prepared| prepared.earning.points),
+                "coupons": coupons.iter().map(|(coupon, _)| coupon.code.clone()).collect::<Vec<_>>(),
                 "lines": basket.lines, "subtotal_minor": subtotal, "adjustments": adjustments,
                 "discount_minor": subtotal - total, "paid_minor": parts.paid_minor, "bonus_minor": parts.bonus_minor,
                 "external_minor": external, "external_method": method, "reference": reference,
@@ -328,6 +416,24 @@ impl Services {
             if let Some(accounts) = &accounts {
                 pay_from_card(conn, operation_id, accounts, parts, store_id, &asset, now_ms)?;
             }
+            for (coupon, _) in &coupons {
+                if !reward_repo::redeem_coupon(conn, coupon.id, operation_id, now_ms)? {
+                    conn.retry_unit();
+                    return Err(ServiceError::conflict("coupon.invalid", "the coupon was used meanwhile"));
+                }
+            }
+            if points_to_redeem > 0 {
+                let member = customer_id.ok_or_else(|| missing("member"))?;
+                let redeemed = store_account(conn, store_id, "points_redeemed", cardcrm_domain::loyalty::POINTS_ASSET, now_ms)?;
+                if crate::loyalty::spend_points(conn, member, points_to_redeem, redeemed, operation_id, "redeem", now_ms)?.is_err() {
+                    conn.retry_unit();
+                    return Err(ServiceError::conflict("points.insufficient", "the member's points changed meanwhile"));
+                }
+            }
+            let points_earned = match prepared {
+                Some(prepared) => Some(crate::loyalty::apply_earning(conn, &context, prepared, actor.name(), total, operation_id, now_ms)?),
+                None => None,
+            };
             if external > 0 {
                 let method = method.clone().unwrap_or_default();
                 let payments = store_account(conn, store_id, &format!("payments:{method}"), &asset, now_ms)?;
@@ -381,6 +487,8 @@ impl Services {
                 external_minor: external,
                 external_method: method.clone(),
                 balance_after,
+                points_redeemed: points_to_redeem,
+                points_earned,
                 occurred_at: format_ms(now_ms),
                 receipt_path: format!("/api/v1/operations/{operation_id}/receipt"),
             };

@@ -204,7 +204,11 @@ pub mod perm {
         ValueSpend,
         ValueRefund,
         LedgerRead,
-        LedgerReview
+        LedgerReview,
+        LoyaltyRead,
+        LoyaltyWrite,
+        LoyaltyManage,
+        TierOverride
     );
 }
 

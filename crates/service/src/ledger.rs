@@ -98,7 +98,25 @@ impl Refusal {
 
 /// Stable codes of stored refusals (the error type wants static codes).
 fn refusal_code(code: &str) -> &'static str {
-    const CODES: [&str; 12] = [
+    const CODES: [&str; 30] = [
+        "points.insufficient",
+        "points.transfer_limit",
+        "partner.closed",
+        "coupon.template_inactive",
+        "coupon.template_ended",
+        "coupon.issue_limit",
+        "coupon.member_limit",
+        "coupon.invalid",
+        "coupon.not_stackable",
+        "reward.inactive",
+        "reward.member_limit",
+        "reward.out_of_stock",
+        "order.closed",
+        "order.coupon_used",
+        "points.not_member",
+        "points.over_basket_share",
+        "points.not_enough",
+        "coupon.not_applicable",
         "balance.insufficient",
         "balance.over_limit",
         "card.not_active",
@@ -294,6 +312,7 @@ pub(crate) fn open_card_accounts(
                     asset: &product.currency,
                     card_id: Some(card.id),
                     store_id: None,
+                    customer_id: None,
                     tracks_balance: true,
                 },
                 now_ms,
@@ -321,13 +340,19 @@ pub(crate) fn store_account(
             asset,
             card_id: None,
             store_id,
+            customer_id: None,
             tracks_balance: false,
         },
         now_ms,
     )?)
 }
 
-fn system_account(conn: &mut Conn<'_>, name: &str, asset: &str, now_ms: i64) -> ServiceResult<AccountRef> {
+pub(crate) fn system_account(
+    conn: &mut Conn<'_>,
+    name: &str,
+    asset: &str,
+    now_ms: i64,
+) -> ServiceResult<AccountRef> {
     let code = format!("system:{asset}:{name}");
     Ok(repo::ensure_account(
         conn,
@@ -337,6 +362,7 @@ fn system_account(conn: &mut Conn<'_>, name: &str, asset: &str, now_ms: i64) -> 
             asset,
             card_id: None,
             store_id: None,
+            customer_id: None,
             tracks_balance: false,
         },
         now_ms,
@@ -393,6 +419,10 @@ impl Actor {
             source_ip: identity.source_ip.clone(),
             request_id: identity.request_id.clone(),
         }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Who may reuse an idempotency key: the same token, staff member or operator.
@@ -827,6 +857,7 @@ impl Services {
         let request = (operation_id, &input);
         let scope = access.scope;
         let services = self.clone();
+        let context = self.loyalty_context();
         self.keyed(access.identity(), key, kind::REFUND, &request, move |conn, actor, now_ms| {
             let original = repo::operation(conn, operation_id)?
                 .ok_or_else(|| ServiceError::not_found("operation", operation_id))?;
@@ -858,9 +889,20 @@ impl Services {
                 destination = Some(card);
             }
             let total = plan.card_parts.total() + plan.external_minor;
+            let refunded_before: i64 =
+                repo::reversals_of(conn, original.id)?.iter().map(|reversal| reversal.amount_minor).sum();
+            let refunded_after = refunded_before + total;
+            let points_plan = crate::loyalty::plan_points_reversal(
+                conn,
+                &original,
+                original.amount_minor,
+                refunded_after,
+                now_ms,
+            )?;
             let detail = serde_json::json!({
                 "paid_minor": plan.card_parts.paid_minor, "bonus_minor": plan.card_parts.bonus_minor,
                 "external_minor": plan.external_minor, "reason": reason,
+                "points": points_plan.as_ref().map(|plan| plan.reversal),
             });
             let operation = actor.operation(
                 kind::REFUND,
@@ -906,6 +948,32 @@ impl Services {
             }
             if original.kind == kind::CHECKOUT {
                 crate::checkout::record_refund_purchases(conn, &original, refund_id, total, now_ms)?;
+                if let Some(points_plan) = &points_plan {
+                    crate::loyalty::apply_points_reversal(
+                        conn,
+                        &original,
+                        refund_id,
+                        points_plan,
+                        &context,
+                        now_ms,
+                    )?;
+                }
+                if let Some(customer_id) = original.customer_id {
+                    cardcrm_store::repo::loyalty::add_activity(
+                        conn,
+                        customer_id,
+                        crate::loyalty::month_index(now_ms, &context.zone),
+                        -total,
+                        0,
+                        0,
+                    )?;
+                }
+                // A checkout refunded in full gives its coupons back.
+                if refunded_after >= original.amount_minor {
+                    for coupon in cardcrm_store::repo::rewards::coupons_redeemed_by(conn, original.id)? {
+                        cardcrm_store::repo::rewards::unredeem_coupon(conn, coupon.id)?;
+                    }
+                }
             }
             let balance = match &destination {
                 Some(card) => value_accounts(conn, card.id)?.map(|accounts| accounts.view(card.id)),
@@ -1439,6 +1507,19 @@ fn refund_plan(
         .collect();
     let left: i64 = remaining.iter().sum();
     let amount = asked.unwrap_or(left);
+    // A checkout that moved no money (paid with points and coupons) is refunded once, in full.
+    if transfers.is_empty()
+        && original.amount_minor == 0
+        && reversed.is_empty()
+        && asked.unwrap_or(0) == 0
+        && repo::reversals_of(conn, original.id)?.is_empty()
+    {
+        return Ok(Ok(RefundPlan {
+            card_parts: ValueParts::default(),
+            external_minor: 0,
+            transfers: Vec::new(),
+        }));
+    }
     if left == 0 {
         return Ok(Err(Refusal::new(
             "refund.exceeds_remaining",

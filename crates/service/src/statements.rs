@@ -192,6 +192,7 @@ pub struct Verification {
     pub negative_accounts: Vec<i64>,
     pub over_reversed_operations: Vec<i64>,
     pub stray_reversals: Vec<i64>,
+    pub points_lot_mismatches: Vec<i64>,
 }
 
 impl Verification {
@@ -209,6 +210,7 @@ impl Verification {
             negative_accounts: problems.negative_accounts,
             over_reversed_operations: problems.over_reversed_operations,
             stray_reversals: problems.stray_reversals,
+            points_lot_mismatches: problems.points_lot_mismatches,
         }
     }
 }

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = &[
         name: "cards_and_ledger",
         sql: include_str!("../migrations/0002_cards_and_ledger.sql"),
     },
+    Migration { version: 3, name: "loyalty", sql: include_str!("../migrations/0003_loyalty.sql") },
 ];
 
 /// The newest schema version this build knows.

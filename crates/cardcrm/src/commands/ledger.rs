@@ -65,6 +65,7 @@ pub async fn run(global: &GlobalArgs, command: LedgerCommand) -> CommandResult {
                     ("prepaid accounts below zero", &found.negative_accounts),
                     ("operations refunded beyond what they moved", &found.over_reversed_operations),
                     ("reversing transfers without a matching original", &found.stray_reversals),
+                    ("points accounts that differ from their lots", &found.points_lot_mismatches),
                 ] {
                     if !list.is_empty() {
                         println!("{what}: {}", ids(list));

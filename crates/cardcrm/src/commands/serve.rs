@@ -39,7 +39,9 @@ pub async fn serve(services: Services, banner: Option<String>) -> CommandResult 
         .map_err(|error| Failure::other(format!("the server stopped: {error}")))
 }
 
-/// Hourly upkeep while serving: idempotency keys past their retention are forgotten.
+/// Hourly upkeep while serving: idempotency keys past their retention are forgotten; points
+/// past their expiry go to breakage, reminders are raised for points expiring soon, and
+/// tiers are reviewed.
 fn spawn_housekeeping(services: Services) {
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3_600));
@@ -49,6 +51,22 @@ fn spawn_housekeeping(services: Services) {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "forgot idempotency keys past their retention"),
                 Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+            }
+            for job in [
+                services.expire_points().await,
+                services.remind_expiring_points().await,
+                services.recompute_tiers().await,
+            ] {
+                match job {
+                    Ok(report) => tracing::info!(
+                        job = report.job,
+                        members = report.members,
+                        points = report.points,
+                        changed = report.changed,
+                        "loyalty job"
+                    ),
+                    Err(error) => tracing::warn!(%error, "a loyalty job failed"),
+                }
             }
         }
     });

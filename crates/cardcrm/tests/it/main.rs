@@ -11,5 +11,6 @@ mod cli;
 mod crash;
 mod imports;
 mod ledger;
+mod loyalty;
 mod openapi;
 mod privacy;

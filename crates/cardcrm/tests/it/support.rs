@@ -52,14 +52,33 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     serve_on(settings, &keys, Arc::new(database), Arc::new(data_dir)).await
 }
 
+/// An app whose clock stands still until the test moves it.
+pub async fn spawn_app_at(clock: Arc<cardcrm_service::clock::ManualClock>) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let database = TestDatabase::create().expect("test database");
+    let settings = test_settings(data_dir.path(), &database);
+    let keys = KeyMaterial::generate();
+    cardcrm_service::config::write_key_file(&data_dir.path().join("keys.toml"), &keys).expect("key file");
+    serve_with_clock(settings, &keys, Arc::new(database), Arc::new(data_dir), clock).await
+}
+
 async fn serve_on(
     settings: Settings,
     keys: &KeyMaterial,
     database: Arc<TestDatabase>,
     data_dir: Arc<tempfile::TempDir>,
 ) -> TestApp {
-    let services =
-        Services::open_with_keys(settings, Arc::new(SystemClock), keys).await.expect("open services");
+    serve_with_clock(settings, keys, database, data_dir, Arc::new(SystemClock)).await
+}
+
+async fn serve_with_clock(
+    settings: Settings,
+    keys: &KeyMaterial,
+    database: Arc<TestDatabase>,
+    data_dir: Arc<tempfile::TempDir>,
+    clock: Arc<dyn cardcrm_service::clock::Clock>,
+) -> TestApp {
+    let services = Services::open_with_keys(settings, clock, keys).await.expect("open services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
     let app = cardcrm_web::app(services.clone());

@@ -59,6 +59,8 @@ pub struct NewAccount<'a> {
     pub asset: &'a str,
     pub card_id: Option<i64>,
     pub store_id: Option<i64>,
+    /// The member whose points these are (points accounts belong to the customer).
+    pub customer_id: Option<i64>,
     pub tracks_balance: bool,
 }
 
@@ -81,14 +83,15 @@ pub fn ensure_account(conn: &mut Conn<'_>, account: &NewAccount<'_>, now_ms: i64
         return Ok(found);
     }
     conn.execute(
-        "INSERT INTO ledger_accounts (code, kind, asset, card_id, store_id, tracks_balance, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (code) DO NOTHING",
+        "INSERT INTO ledger_accounts (code, kind, asset, card_id, store_id, customer_id, tracks_balance, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO NOTHING",
         params![
             account.code,
             account.kind,
             account.asset,
             account.card_id,
             account.store_id,
+            account.customer_id,
             account.tracks_balance,
             now_ms
         ],
@@ -667,6 +670,8 @@ pub struct LedgerProblems {
     /// or send the value elsewhere than where it came from (a card's balance may come back
     /// to the same balance of the card that replaced it).
     pub stray_reversals: Vec<i64>,
+    /// Points accounts whose balance differs from the points their lots hold.
+    pub points_lot_mismatches: Vec<i64>,
 }
 
 /// The figures `cardcrm ledger verify` reports.
@@ -732,6 +737,7 @@ pub fn verify(conn: &mut Conn<'_>) -> StoreResult<(LedgerProblems, LedgerTotals)
                  OR back_to.card_id IS NULL OR paid_from.kind <> back_to.kind))) \
              ORDER BY t.id",
         )?,
+        points_lot_mismatches: crate::repo::loyalty::lot_mismatches(conn)?,
     };
     let totals = LedgerTotals {
         transfers: conn.query_one("SELECT count(*) FROM ledger_transfers", params![], |row| row.get(0))?,

@@ -5,8 +5,10 @@ pub mod cards;
 pub mod customers;
 pub mod imports;
 pub mod ledger;
+pub mod loyalty;
 pub mod organisation;
 pub mod purchases;
+pub mod rewards;
 pub mod staff;
 
 /// Highest page size any repository returns, whatever the caller asks.

@@ -34,7 +34,7 @@ use crate::{
 
 /// A keyed answer: 201 the first time, and the same body with `Idempotent-Replayed: true`
 /// when a request is sent again with its key.
-fn keyed<T: Serialize>(outcome: Outcome<T>) -> Response {
+pub(crate) fn keyed<T: Serialize>(outcome: Outcome<T>) -> Response {
     let mut response = (StatusCode::CREATED, Json(outcome.value)).into_response();
     response
         .headers_mut()

@@ -7,6 +7,7 @@ pub mod cards;
 pub mod customers;
 pub mod imports;
 pub mod ledger;
+pub mod loyalty;
 pub mod purchases;
 pub mod staff;
 pub mod stores;
@@ -79,5 +80,28 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::reconciliation))
         .routes(routes!(ledger::alerts))
         .routes(routes!(ledger::acknowledge_alert))
+        .routes(routes!(loyalty::programmes, loyalty::create_programme))
+        .routes(routes!(loyalty::simulate))
+        .routes(routes!(loyalty::member))
+        .routes(routes!(loyalty::lots))
+        .routes(routes!(loyalty::points_history))
+        .routes(routes!(loyalty::tier_history))
+        .routes(routes!(loyalty::tier_override))
+        .routes(routes!(loyalty::transfer_points))
+        .routes(routes!(loyalty::member_coupons))
+        .routes(routes!(loyalty::record_sale))
+        .routes(routes!(loyalty::refund_sale))
+        .routes(routes!(loyalty::liability))
+        .routes(routes!(loyalty::events))
+        .routes(routes!(loyalty::run_job))
+        .routes(routes!(loyalty::partners, loyalty::create_partner))
+        .routes(routes!(loyalty::partner_exchange))
+        .routes(routes!(loyalty::templates, loyalty::create_template))
+        .routes(routes!(loyalty::retire_template))
+        .routes(routes!(loyalty::issue_coupons))
+        .routes(routes!(loyalty::cancel_coupon))
+        .routes(routes!(loyalty::rewards, loyalty::create_reward))
+        .routes(routes!(loyalty::orders, loyalty::place_order))
+        .routes(routes!(loyalty::order_status))
         .merge(imports)
 }

@@ -1,0 +1,403 @@
+//! The loyalty engine through the API, on the server's own clock moved by the test: refunds
+//! take points back (and apply the shortfall policy when they were spent), an offline sale
+//! sent twice earns once, birthday points follow the store's time zone, tiers rise at once
+//! and fall only after the review and the grace period, and the expiry job empties lots at
+//! the end of the year. `cardcrm ledger verify` passes after each story.
+
+use std::sync::Arc;
+
+use cardcrm_service::clock::ManualClock;
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Auth, TestApp, spawn_app_at};
+
+const DAY_MS: i64 = 86_400_000;
+
+async fn app_at(moment: &str) -> (TestApp, Arc<ManualClock>, Auth) {
+    let clock = Arc::new(ManualClock::new(moment.parse::<Timestamp>().unwrap()));
+    let app = spawn_app_at(clock.clone()).await;
+    let password = app.add_staff("boss", "admin", None).await;
+    let auth = app.login("boss", &password).await;
+    (app, clock, auth)
+}
+
+/// Signs in again (sessions expire when the test moves the clock by months).
+async fn relogin(app: &TestApp) -> Auth {
+    app.login("boss", "correct horse battery staple").await
+}
+
+async fn member(app: &TestApp, auth: &Auth, customer_id: i64) -> Value {
+    let answer = app.get(auth, &format!("/api/v1/members/{customer_id}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body
+}
+
+async fn checkout(app: &TestApp, auth: &Auth, key: &str, body: Value) -> Value {
+    let answer = app.post_keyed(auth, "/api/v1/checkouts", key, body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body
+}
+
+async fn sale(app: &TestApp, auth: &Auth, key: &str, body: Value) -> Value {
+    let answer = app.post_keyed(auth, "/api/v1/loyalty/sales", key, body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body
+}
+
+async fn job(app: &TestApp, auth: &Auth, name: &str) -> Value {
+    let answer = app.post(auth, &format!("/api/v1/loyalty/jobs/{name}"), json!({})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body
+}
+
+fn verify_passes(app: &TestApp) {
+    let output = app.cli(&["ledger", "verify", "--json"]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    assert!(output.status.success(), "verify failed: {report} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(report["points_lot_mismatches"], json!([]), "{report}");
+}
+
+#[tokio::test]
+async fn a_refund_takes_back_the_points_its_purchase_earned() {
+    let (app, _clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let customer = app.create_customer(&auth, json!({"name": "李雷", "phone": "13800001001"})).await;
+    let id = customer["id"].as_i64().unwrap();
+    let basket = json!({"customer_id": id, "lines": [{"amount_minor": 6_000, "category": "food"}, {"amount_minor": 4_000}], "external_method": "cash"});
+    let receipt = checkout(&app, &auth, "loyalty-buy-0001", basket.clone()).await;
+    assert_eq!(receipt["points_earned"]["points"], 100, "{receipt}");
+    // The same request again: the stored answer, nothing earned twice.
+    let again = app.post_keyed(&auth, "/api/v1/checkouts", "loyalty-buy-0001", basket).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(member(&app, &auth, id).await["points_balance"], 100);
+
+    let operation = receipt["operation_id"].as_i64().unwrap();
+    let partial = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/operations/{operation}/refunds"),
+            "loyalty-ref-0001",
+            json!({"amount_minor": 2_500}),
+        )
+        .await;
+    assert_eq!(partial.status, StatusCode::CREATED, "{}", partial.text);
+    assert_eq!(partial.body["detail"]["points"]["clawed_back"], 25, "{}", partial.text);
+    assert_eq!(member(&app, &auth, id).await["points_balance"], 75);
+    let rest = app
+        .post_keyed(&auth, &format!("/api/v1/operations/{operation}/refunds"), "loyalty-ref-0002", json!({}))
+        .await;
+    assert_eq!(rest.status, StatusCode::CREATED, "{}", rest.text);
+    let after = member(&app, &auth, id).await;
+    assert_eq!(
+        (after["points_balance"].as_i64(), after["points_owed"].as_i64()),
+        (Some(0), Some(0)),
+        "{after}"
+    );
+    let history = app.get(&auth, &format!("/api/v1/members/{id}/points-history")).await;
+    let purposes: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(purposes, ["points_purchase", "points_clawback", "points_clawback"]);
+    assert_eq!(history.body["items"][2]["balance_after"], 0);
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn a_refund_of_spent_points_follows_the_shortfall_policy() {
+    let (app, clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let owes = app.create_customer(&auth, json!({"name": "韩梅梅", "phone": "13800001002"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let earned = checkout(
+        &app,
+        &auth,
+        "policy-buy-0001",
+        json!({"customer_id": owes, "lines": [{"amount_minor": 10_000}], "external_method": "cash"}),
+    )
+    .await;
+    // 80 points pay 0.80 of a later basket.
+    let spent = checkout(&app, &auth, "policy-use-0001", json!({"customer_id": owes, "lines": [{"amount_minor": 1_000}], "points_to_redeem": 80, "external_method": "cash"})).await;
+    assert_eq!(spent["total_minor"], 920, "{spent}");
+    let refund = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/operations/{}/refunds", earned["operation_id"]),
+            "policy-ref-0001",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{}", refund.text);
+    let points = &refund.body["detail"]["points"];
+    // 100 earned: 29 left on the account (20 + 9 earned by the second basket), so 29 back and 71 owed.
+    assert_eq!(
+        (points["clawed_back"].as_i64(), points["shortfall"].as_i64(), points["shortfall_owed"].as_bool()),
+        (Some(29), Some(71), Some(true)),
+        "{points}"
+    );
+    let now = member(&app, &auth, owes).await;
+    assert_eq!((now["points_balance"].as_i64(), now["points_owed"].as_i64()), (Some(0), Some(71)), "{now}");
+    // The next purchase pays the debt first.
+    let next = checkout(
+        &app,
+        &auth,
+        "policy-buy-0002",
+        json!({"customer_id": owes, "lines": [{"amount_minor": 10_000}], "external_method": "cash"}),
+    )
+    .await;
+    assert_eq!(next["points_earned"]["owed_repaid"], 71, "{next}");
+    let now = member(&app, &auth, owes).await;
+    assert_eq!((now["points_balance"].as_i64(), now["points_owed"].as_i64()), (Some(29), Some(0)), "{now}");
+    // Refunding the basket that used points gives them back to their lots.
+    let back = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/operations/{}/refunds", spent["operation_id"]),
+            "policy-ref-0002",
+            json!({}),
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::CREATED, "{}", back.text);
+    assert_eq!(back.body["detail"]["points"]["returned"], 80, "{}", back.text);
+
+    // Under deduct_remaining the shortfall is written off instead.
+    clock.advance_ms(1_000);
+    let version = app.post(&auth, "/api/v1/loyalty/programmes", json!({"effective_from": "2026-06-01T04:00:01Z", "rules": {"refund_shortfall": "deduct_remaining"}})).await;
+    assert_eq!(version.status, StatusCode::CREATED, "{}", version.text);
+    let writes_off = app.create_customer(&auth, json!({"name": "林涛", "phone": "13800001003"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let earned = checkout(
+        &app,
+        &auth,
+        "policy-buy-0003",
+        json!({"customer_id": writes_off, "lines": [{"amount_minor": 10_000}], "external_method": "cash"}),
+    )
+    .await;
+    checkout(&app, &auth, "policy-use-0003", json!({"customer_id": writes_off, "lines": [{"amount_minor": 1_000}], "points_to_redeem": 100, "external_method": "cash"})).await;
+    let refund = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/operations/{}/refunds", earned["operation_id"]),
+            "policy-ref-0003",
+            json!({}),
+        )
+        .await;
+    let points = &refund.body["detail"]["points"];
+    assert_eq!(
+        (points["shortfall"].as_i64(), points["shortfall_owed"].as_bool()),
+        (Some(91), Some(false)),
+        "{points}"
+    );
+    let now = member(&app, &auth, writes_off).await;
+    assert_eq!((now["points_balance"].as_i64(), now["points_owed"].as_i64()), (Some(0), Some(0)), "{now}");
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn an_offline_sale_sent_again_earns_once() {
+    let (app, _clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let store = app.add_store("SH01").await;
+    let id = app.create_customer(&auth, json!({"name": "张伟", "phone": "13800001004"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let body = json!({"customer_id": id, "store_id": store, "external_id": "POS7-000123", "lines": [{"amount_minor": 25_000}]});
+    let first = sale(&app, &auth, "offline-sync-0001", body.clone()).await;
+    assert_eq!(
+        (first["points"]["points"].as_i64(), first["duplicate"].as_bool()),
+        (Some(250), Some(false)),
+        "{first}"
+    );
+    // The till re-syncs with a new key: recognised by its receipt number.
+    let second = sale(&app, &auth, "offline-sync-0002", body).await;
+    assert_eq!(
+        (second["operation_id"].clone(), second["duplicate"].as_bool()),
+        (first["operation_id"].clone(), Some(true)),
+        "{second}"
+    );
+    assert_eq!(member(&app, &auth, id).await["points_balance"], 250);
+    let refund = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/loyalty/sales/{}/refunds", first["operation_id"]),
+            "offline-ref-0001",
+            json!({"amount_minor": 5_000}),
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{}", refund.text);
+    assert_eq!(refund.body["points"]["clawed_back"], 50);
+    assert_eq!(member(&app, &auth, id).await["points_balance"], 200);
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn birthday_points_fire_on_the_day_in_the_store_time_zone() {
+    // 2026-03-14 23:30 in Shanghai: the day before the birthday there.
+    let (app, clock, auth) = app_at("2026-03-14T15:30:00Z").await;
+    let store = app.add_store("SH02").await;
+    let id = app
+        .create_customer(&auth, json!({"name": "生日会员", "phone": "13800001005", "birthday": "1990-03-15"}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let line = json!([{"amount_minor": 10_000}]);
+    let before = sale(
+        &app,
+        &auth,
+        "birthday-sale-0001",
+        json!({"customer_id": id, "store_id": store, "external_id": "B-1", "lines": line}),
+    )
+    .await;
+    assert_eq!(before["points"]["points"], 100, "{before}");
+    clock.set("2026-03-14T16:30:00Z".parse().unwrap()); // 00:30 on the 15th in Shanghai
+    let auth = relogin(&app).await;
+    let on_day = sale(
+        &app,
+        &auth,
+        "birthday-sale-0002",
+        json!({"customer_id": id, "store_id": store, "external_id": "B-2", "lines": line}),
+    )
+    .await;
+    assert_eq!(on_day["points"]["points"], 200, "{on_day}");
+    assert!(on_day["points"]["rules"].as_array().unwrap().iter().any(|rule| rule["rule"] == "birthday"));
+    clock.set("2026-03-15T16:30:00Z".parse().unwrap()); // the 16th there
+    let auth = relogin(&app).await;
+    let simulated = app
+        .post(&auth, "/api/v1/loyalty/simulate", json!({"customer_id": id, "store_id": store, "lines": line}))
+        .await;
+    assert_eq!(
+        (simulated.body["points"].as_i64(), simulated.body["local_date"].as_str()),
+        (Some(100), Some("2026-03-16")),
+        "{}",
+        simulated.text
+    );
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn a_member_is_upgraded_at_once_and_downgraded_only_after_review_and_grace() {
+    let (app, clock, auth) = app_at("2026-01-10T04:00:00Z").await;
+    let (card, id) = {
+        let product = crate::support::stored_value_product(&app, &auth, "TIERS", json!({})).await;
+        let _ = product;
+        let (card, id, _) = crate::support::issue_card(&app, &auth, "TIERS", "13800001006").await;
+        (card, id)
+    };
+    // Silver asks 2,000.00 over 12 months; this one sale gets there.
+    let lifted = sale(
+        &app,
+        &auth,
+        "tier-sale-0001",
+        json!({"customer_id": id, "external_id": "T-1", "lines": [{"amount_minor": 200_000}]}),
+    )
+    .await;
+    assert_eq!(lifted["points"]["upgraded_to"], "silver", "{lifted}");
+    let now = member(&app, &auth, id).await;
+    assert_eq!((now["tier"].as_str(), now["next_tier"].as_str()), (Some("silver"), Some("gold")), "{now}");
+    assert_eq!(app.get(&auth, &format!("/api/v1/cards/{card}")).await.body["tier"], "silver");
+
+    // A year on, the sale has left the window: the review starts the grace period only.
+    clock.set("2027-01-11T04:00:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    job(&app, &auth, "tiers").await;
+    let now = member(&app, &auth, id).await;
+    assert_eq!(now["tier"], "silver", "{now}");
+    assert!(now["grace_until"].is_string(), "{now}");
+    clock.advance_ms(25 * DAY_MS);
+    let auth = relogin(&app).await;
+    job(&app, &auth, "tiers").await;
+    assert_eq!(member(&app, &auth, id).await["tier"], "silver");
+    clock.advance_ms(6 * DAY_MS);
+    let auth = relogin(&app).await;
+    let report = job(&app, &auth, "tiers").await;
+    assert_eq!(report["changed"], 1, "{report}");
+    assert_eq!(member(&app, &auth, id).await["tier"], "ordinary");
+    let history = app.get(&auth, &format!("/api/v1/members/{id}/tier-history")).await;
+    let reasons: Vec<&str> =
+        history.body.as_array().unwrap().iter().map(|change| change["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["downgrade", "grace", "upgrade"]);
+
+    // A manager's override holds a tier until its date, audited.
+    let answer = app
+        .post(
+            &auth,
+            &format!("/api/v1/members/{id}/tier-override"),
+            json!({"tier": "gold", "until": "2027-06-01T00:00:00Z", "reason": "VIP complaint"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        (answer.body["tier"].as_str(), answer.body["earned_tier"].as_str()),
+        (Some("gold"), Some("ordinary"))
+    );
+    let clerk = app.staff_session("clerk1", "clerk", None).await;
+    let refused = app
+        .post(
+            &clerk,
+            &format!("/api/v1/members/{id}/tier-override"),
+            json!({"tier": "gold", "until": "2027-06-01T00:00:00Z", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn the_expiry_job_empties_lots_at_the_end_of_the_year() {
+    let (app, clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let id = app.create_customer(&auth, json!({"name": "到期会员", "phone": "13800001007"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let first = sale(
+        &app,
+        &auth,
+        "expiry-sale-0001",
+        json!({"customer_id": id, "external_id": "E-1", "lines": [{"amount_minor": 30_000}]}),
+    )
+    .await;
+    // Points earned in 2026 expire at the end of 2027 (Shanghai time).
+    assert_eq!(first["points"]["expires_at"], "2027-12-31T16:00:00Z", "{first}");
+    clock.set("2027-03-01T04:00:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    sale(
+        &app,
+        &auth,
+        "expiry-sale-0002",
+        json!({"customer_id": id, "external_id": "E-2", "lines": [{"amount_minor": 10_000}]}),
+    )
+    .await;
+    // Spending takes the lot that expires first.
+    checkout(&app, &auth, "expiry-use-0001", json!({"customer_id": id, "lines": [{"amount_minor": 5_000}], "points_to_redeem": 50, "external_method": "cash"})).await;
+    let lots = app.get(&auth, &format!("/api/v1/members/{id}/lots")).await.body;
+    assert_eq!(lots[0]["points_remaining"], 250, "{lots}");
+
+    clock.set("2027-12-10T04:00:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    job(&app, &auth, "remind").await;
+    let events = app.get(&auth, &format!("/api/v1/loyalty/events?customer_id={id}")).await.body;
+    let reminder = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "points_expiring")
+        .cloned()
+        .expect("a reminder");
+    assert_eq!(reminder["detail"]["points"], 250, "{reminder}");
+
+    clock.set("2027-12-31T15:59:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    assert_eq!(job(&app, &auth, "expire").await["points"], 0);
+    clock.set("2027-12-31T16:00:00Z".parse().unwrap());
+    let report = job(&app, &auth, "expire").await;
+    assert_eq!((report["points"].as_i64(), report["members"].as_i64()), (Some(250), Some(1)), "{report}");
+    let now = member(&app, &auth, id).await;
+    // The 2027 lots stay: 100 from the sale and 49 from what the points checkout paid.
+    assert_eq!(now["points_balance"], 149, "{now}");
+    assert_eq!(job(&app, &auth, "expire").await["points"], 0, "expiry runs once");
+    let liability = app.get(&auth, "/api/v1/loyalty/liability").await.body;
+    assert_eq!(liability["points_outstanding"], 149, "{liability}");
+    verify_passes(&app);
+}
