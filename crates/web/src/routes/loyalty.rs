@@ -88,6 +88,7 @@ pub async fn member(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LotsQuery {
     /// Spent and expired lots too.
@@ -207,6 +208,7 @@ pub async fn liability(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     pub customer_id: Option<i64>,
@@ -356,6 +358,7 @@ pub async fn create_reward(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrdersQuery {
     pub customer_id: Option<i64>,
