@@ -362,9 +362,8 @@ impl Services {
                 if points_value > allowed || points_value == 0 {
                     return Ok(Decision::Refused(Refusal::new("points.over_basket_share", format!("{points_to_redeem} points are worth {points_value}; points may pay 1 to {allowed} of this basket"))));
                 }
-                let spendable = crate::loyalty::spendable_points(conn, member, now_ms)?;
-                if spendable < points_to_redeem {
-                    return Ok(Decision::Refused(Refusal::new("points.insufficient", format!("member {member} has {spendable} spendable points, fewer than {points_to_redeem}"))));
+                if let Some(refusal) = crate::loyalty::refuse_unless_spendable(conn, member, points_to_redeem, now_ms)? {
+                    return Ok(Decision::Refused(refusal));
                 }
                 basket.discount(points_value);
                 adjustments.push(Adjustment { stage: "points".into(), description: format!("{points_to_redeem} points"), amount_minor: points_value });
@@ -425,10 +424,7 @@ impl Services {
             if points_to_redeem > 0 {
                 let member = customer_id.ok_or_else(|| missing("member"))?;
                 let redeemed = store_account(conn, store_id, "points_redeemed", cardcrm_domain::loyalty::POINTS_ASSET, now_ms)?;
-                if crate::loyalty::spend_points(conn, member, points_to_redeem, redeemed, operation_id, "redeem", now_ms)?.is_err() {
-                    conn.retry_unit();
-                    return Err(ServiceError::conflict("points.insufficient", "the member's points changed meanwhile"));
-                }
+                crate::loyalty::spend_points(conn, member, points_to_redeem, redeemed, operation_id, "redeem", now_ms)?;
             }
             let points_earned = match prepared {
                 Some(prepared) => Some(crate::loyalty::apply_earning(conn, &context, prepared, actor.name(), total, operation_id, now_ms)?),

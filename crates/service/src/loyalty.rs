@@ -529,7 +529,8 @@ fn apply_review(
 }
 
 /// Spends `points` of a member, soonest-expiring lots first, to `to` under `operation_id`.
-/// Returns the refusal when the member has fewer spendable points.
+/// Callers check [`refuse_unless_spendable`] before their first write, so too few points
+/// here means a concurrent change: the unit runs again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn spend_points(
     conn: &mut Conn<'_>,
@@ -539,17 +540,11 @@ pub(crate) fn spend_points(
     operation_id: i64,
     purpose: &str,
     now_ms: i64,
-) -> ServiceResult<Result<Vec<(i64, i64)>, Refusal>> {
+) -> ServiceResult<Vec<(i64, i64)>> {
     let lots: Vec<LotBalance> =
         repo::lots_of(conn, customer_id, false, LOTS_READ_MAX)?.iter().map(lot_balance).collect();
-    let plan = match plan_consumption(&lots, points, now_ms) {
-        Ok(plan) => plan,
-        Err(short) => {
-            return Ok(Err(Refusal::new(
-                "points.insufficient",
-                format!("member {customer_id} has {} spendable points, fewer than {points}", short.spendable),
-            )));
-        }
+    let Ok(plan) = plan_consumption(&lots, points, now_ms) else {
+        return Err(lost_race(conn, "the member's points"));
     };
     for (lot_id, take) in &plan {
         if !repo::take_from_lot(conn, *lot_id, *take)? {
@@ -575,16 +570,33 @@ pub(crate) fn spend_points(
             created_at_ms: now_ms,
         },
     )?;
-    Ok(Ok(plan))
+    Ok(plan)
 }
 
 /// Points a member can spend now (available, unexpired lots).
-pub(crate) fn spendable_points(conn: &mut Conn<'_>, customer_id: i64, now_ms: i64) -> ServiceResult<i64> {
+fn spendable_points(conn: &mut Conn<'_>, customer_id: i64, now_ms: i64) -> ServiceResult<i64> {
     Ok(repo::lots_of(conn, customer_id, false, LOTS_READ_MAX)?
         .iter()
         .filter(|lot| lot_balance(lot).spendable(now_ms))
         .map(|lot| lot.points_remaining)
         .sum())
+}
+
+/// The refusal for a member who cannot spend `points` now; checked before a unit's first
+/// write so that a refusal writes nothing but its key.
+pub(crate) fn refuse_unless_spendable(
+    conn: &mut Conn<'_>,
+    customer_id: i64,
+    points: i64,
+    now_ms: i64,
+) -> ServiceResult<Option<Refusal>> {
+    let spendable = spendable_points(conn, customer_id, now_ms)?;
+    Ok((spendable < points).then(|| {
+        Refusal::new(
+            "points.insufficient",
+            format!("member {customer_id} has {spendable} spendable points, fewer than {points}"),
+        )
+    }))
 }
 
 /// Gives back `points` of what `original` took from a member's lots (a refund of a
@@ -1120,7 +1132,8 @@ pub struct LiabilityView {
     pub currency: String,
 }
 
-fn bounded_name(errors: &mut FieldErrors, field: &str, raw: &str, max: usize) -> Option<String> {
+/// Text a field must have: trimmed, 1 to `max` characters; a problem is recorded otherwise.
+pub(crate) fn required_text(errors: &mut FieldErrors, field: &str, raw: &str, max: usize) -> Option<String> {
     errors.take(field, cardcrm_domain::customer::parse_bounded_text(field, raw, max)).flatten().or_else(
         || {
             if raw.trim().is_empty() {
@@ -1305,7 +1318,7 @@ impl Services {
     ) -> ServiceResult<MemberView> {
         let mut errors = FieldErrors::new();
         let until = errors.take("until", parse_moment("until", &input.until));
-        let reason = bounded_name(&mut errors, "reason", &input.reason, 200);
+        let reason = required_text(&mut errors, "reason", &input.reason, 200);
         let now_ms = self.now_ms();
         if until.is_some_and(|until| until <= now_ms || until > now_ms + 2 * 366 * 86_400_000) {
             errors.push(FieldError::new(
@@ -1384,7 +1397,7 @@ impl Services {
     ) -> ServiceResult<Outcome<SaleView>> {
         let mut errors = FieldErrors::new();
         let lines = parse_lines(&mut errors, &input.lines);
-        let external = bounded_name(&mut errors, "external_id", &input.external_id, 64);
+        let external = required_text(&mut errors, "external_id", &input.external_id, 64);
         if !errors.is_empty() {
             return Err(errors.into());
         }
@@ -1652,12 +1665,8 @@ impl Services {
                     format!("a member may give {limit} points a day; {given_today} given today"),
                 )));
             }
-            let spendable = spendable_points(conn, customer_id, now_ms)?;
-            if spendable < points {
-                return Ok(Decision::Refused(Refusal::new(
-                    "points.insufficient",
-                    format!("member {customer_id} has {spendable} spendable points, fewer than {points}"),
-                )));
+            if let Some(refusal) = refuse_unless_spendable(conn, customer_id, points, now_ms)? {
+                return Ok(Decision::Refused(refusal));
             }
             ensure_member(conn, &programme, input.to_customer_id, now_ms, &zone)?;
             let detail = serde_json::json!({"to_customer_id": input.to_customer_id, "points": points});
@@ -1674,18 +1683,8 @@ impl Services {
             );
             let operation_id = ledger_repo::insert_operation(conn, &operation)?;
             let receiver = points_account(conn, input.to_customer_id, now_ms)?;
-            let taken_lots = match spend_points(
-                conn,
-                customer_id,
-                points,
-                receiver,
-                operation_id,
-                "transfer_out",
-                now_ms,
-            )? {
-                Ok(plan) => plan,
-                Err(_) => return Err(lost_race(conn, "the member's points")),
-            };
+            let taken_lots =
+                spend_points(conn, customer_id, points, receiver, operation_id, "transfer_out", now_ms)?;
             // One lot per lot given, with its expiry: giving points never extends them.
             for (lot_id, take) in taken_lots {
                 let source_lot =
@@ -1734,7 +1733,7 @@ impl Services {
         let mut errors = FieldErrors::new();
         let code = errors
             .take("code", cardcrm_domain::text::parse_code(&input.code, "partner.code_invalid", "partner"));
-        let name = bounded_name(&mut errors, "name", &input.name, 100);
+        let name = required_text(&mut errors, "name", &input.name, 100);
         for (field, value) in
             [("points_in_per_100", input.points_in_per_100), ("points_out_per_100", input.points_out_per_100)]
         {
@@ -1827,11 +1826,8 @@ impl Services {
                 return Err(ServiceError::invalid("points", "points.too_few", "at this rate the exchange gives nothing"));
             }
             let programme = programme_at(conn, now_ms)?;
-            if !inbound {
-                let spendable = spendable_points(conn, input.customer_id, now_ms)?;
-                if spendable < points {
-                    return Ok(Decision::Refused(Refusal::new("points.insufficient", format!("member {} has {spendable} spendable points, fewer than {points}", input.customer_id))));
-                }
+            if !inbound && let Some(refusal) = refuse_unless_spendable(conn, input.customer_id, points, now_ms)? {
+                return Ok(Decision::Refused(refusal));
             }
             ensure_member(conn, &programme, input.customer_id, now_ms, &zone)?;
             let account = ledger_repo::ensure_account(conn, &NewAccount { code: &format!("partner:{partner_id}:points"), kind: "partner_points", asset: POINTS_ASSET, card_id: None, store_id: None, customer_id: None, tracks_balance: false }, now_ms)?;
@@ -1840,8 +1836,8 @@ impl Services {
             let operation_id = ledger_repo::insert_operation(conn, &operation)?;
             if inbound {
                 credit_points(conn, &programme, input.customer_id, received, account, operation_id, "partner_in", None, now_ms, &zone)?;
-            } else if spend_points(conn, input.customer_id, points, account, operation_id, "partner_out", now_ms)?.is_err() {
-                return Err(lost_race(conn, "the member's points"));
+            } else {
+                spend_points(conn, input.customer_id, points, account, operation_id, "partner_out", now_ms)?;
             }
             let value = PartnerExchangeView { operation_id, partner_id, direction: input.direction.clone(), points_given: points, points_received: received, balance_after: points_balance(conn, input.customer_id)? };
             Ok(Decision::Done { value, operation_id: Some(operation_id) })

@@ -25,7 +25,7 @@ use crate::{
     error::{ServiceError, ServiceResult},
     identity::{Access, perm},
     ledger::{Decision, IdempotencyKey, Outcome, Refusal, post, store_account, system_account},
-    loyalty::{return_points, spend_points, spendable_points},
+    loyalty::{refuse_unless_spendable, required_text, return_points, spend_points},
     random::secure_bytes,
     view::Page,
 };
@@ -287,20 +287,6 @@ fn moment(errors: &mut FieldErrors, field: &str, raw: &Option<String>) -> Option
         .map(|at| at.as_millisecond())
 }
 
-fn name(errors: &mut FieldErrors, field: &str, raw: &str, max: usize) -> String {
-    match cardcrm_domain::customer::parse_bounded_text(field, raw, max) {
-        Ok(Some(value)) => value,
-        Ok(None) => {
-            errors.push(FieldError::new(field, "required", format!("{field} is required")));
-            String::new()
-        }
-        Err(error) => {
-            errors.push(error);
-            String::new()
-        }
-    }
-}
-
 fn in_range(errors: &mut FieldErrors, field: &str, value: i64, min: i64, max: i64) {
     if !(min..=max).contains(&value) {
         errors.push(FieldError::new(field, "out_of_range", format!("{field} is {min} to {max}")));
@@ -404,7 +390,7 @@ impl Services {
             "code",
             cardcrm_domain::text::parse_code(&input.code, "coupon.code_invalid", "coupon template"),
         );
-        let title = name(&mut errors, "name", &input.name, 100);
+        let title = required_text(&mut errors, "name", &input.name, 100).unwrap_or_default();
         if !TEMPLATE_KINDS.contains(&input.kind.as_str()) {
             errors.push(FieldError::new(
                 "kind",
@@ -688,7 +674,7 @@ impl Services {
         let mut errors = FieldErrors::new();
         let code = errors
             .take("code", cardcrm_domain::text::parse_code(&input.code, "reward.code_invalid", "reward"));
-        let title = name(&mut errors, "name", &input.name, 100);
+        let title = required_text(&mut errors, "name", &input.name, 100).unwrap_or_default();
         if !REWARD_KINDS.contains(&input.kind.as_str()) {
             errors.push(FieldError::new(
                 "kind",
@@ -802,9 +788,8 @@ impl Services {
                 return Ok(Decision::Refused(Refusal::new("reward.out_of_stock", format!("{} has {} left", reward.code, reward.stock.unwrap_or(0)))));
             }
             let points = reward.points_price * quantity;
-            let spendable = spendable_points(conn, input.customer_id, now_ms)?;
-            if spendable < points {
-                return Ok(Decision::Refused(Refusal::new("points.insufficient", format!("member {} has {spendable} spendable points, fewer than {points}", input.customer_id))));
+            if let Some(refusal) = refuse_unless_spendable(conn, input.customer_id, points, now_ms)? {
+                return Ok(Decision::Refused(refusal));
             }
             let template = match reward.coupon_template_id {
                 Some(template_id) => {
@@ -827,10 +812,7 @@ impl Services {
             let operation = ledger_repo::OperationRecord { customer_id: Some(input.customer_id), ..actor.operation("mall_order", None, None, None, points, POINTS_ASSET, method.clone(), detail, now_ms) };
             let operation_id = ledger_repo::insert_operation(conn, &operation)?;
             let mall = system_account(conn, "mall", POINTS_ASSET, now_ms)?;
-            if spend_points(conn, input.customer_id, points, mall, operation_id, "mall", now_ms)?.is_err() {
-                conn.retry_unit();
-                return Err(ServiceError::conflict("points.insufficient", "the member's points changed meanwhile"));
-            }
+            spend_points(conn, input.customer_id, points, mall, operation_id, "mall", now_ms)?;
             if cash > 0 {
                 let method = method.clone().unwrap_or_default();
                 let payments = store_account(conn, None, &format!("payments:{method}"), &currency, now_ms)?;
