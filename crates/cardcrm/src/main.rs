@@ -56,6 +56,9 @@ enum Command {
     /// Check and report on the stored-value ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
+    /// Run the loyalty jobs (points expiry, expiry reminders, tier review) now.
+    #[command(subcommand)]
+    Loyalty(commands::loyalty::LoyaltyCommand),
     /// Print the effective settings (secrets hidden).
     Config,
     /// Write generated demo files (stores, customers, transactions) for benchmarks.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Import(args) => commands::import::run(&cli.global, args).await,
             Command::User(command) => commands::user::run(&cli.global, command).await,
             Command::Ledger(command) => commands::ledger::run(&cli.global, command).await,
+            Command::Loyalty(command) => commands::loyalty::run(&cli.global, command).await,
             Command::Config => commands::print_config(&cli.global),
             Command::Generate(args) => commands::demo::generate(&cli.global, args),
             Command::Openapi => commands::print_openapi(),

@@ -426,16 +426,43 @@ fn review_member(
 fn apply_review(
     conn: &mut Conn<'_>,
     programme: &Programme,
-    mut member: MemberRecord,
+    member: MemberRecord,
     standing: repo::Standing,
     now_ms: i64,
     zone: &TimeZone,
     actor: &str,
     upgrade_only: bool,
 ) -> ServiceResult<Option<String>> {
+    match write_review(conn, programme, member, standing, now_ms, zone, actor, upgrade_only)? {
+        Review::Done(changed) => Ok(changed),
+        Review::Stale => Err(lost_race(conn, "the member")),
+    }
+}
+
+/// What [`write_review`] did.
+enum Review {
+    /// Written (or nothing to write); the new tier when it changed.
+    Done(Option<String>),
+    /// The member row holds another version than the one read: nothing was written.
+    Stale,
+}
+
+/// Applies the tier rules to a member read earlier, if the row still holds that version.
+/// The member row is the first write, so a stale read writes nothing.
+#[allow(clippy::too_many_arguments)]
+fn write_review(
+    conn: &mut Conn<'_>,
+    programme: &Programme,
+    mut member: MemberRecord,
+    standing: repo::Standing,
+    now_ms: i64,
+    zone: &TimeZone,
+    actor: &str,
+    upgrade_only: bool,
+) -> ServiceResult<Review> {
     let standing =
         TierStanding { spend_minor: standing.spend_minor, visits: standing.visits, points: standing.points };
-    let Some(qualified) = programme.qualified_tier(standing) else { return Ok(None) };
+    let Some(qualified) = programme.qualified_tier(standing) else { return Ok(Review::Done(None)) };
     let override_active = member.override_until_ms.is_some_and(|until| until > now_ms);
     let override_ended = member.override_tier.is_some() && !override_active;
     let version = member.version;
@@ -461,7 +488,7 @@ fn apply_review(
             changed_tier = Some(tier);
             reason = "upgrade";
         }
-        _ if upgrade_only => return Ok(None),
+        _ if upgrade_only => return Ok(Review::Done(None)),
         TierDecision::Keep => {}
         TierDecision::Renew { review_at } => {
             member.review_at_ms = ms(review_at);
@@ -484,12 +511,19 @@ fn apply_review(
         }
     }
     if reason.is_empty() {
-        return Ok(None);
+        return Ok(Review::Done(None));
     }
     member.version += 1;
     member.updated_at_ms = now_ms;
-    if !repo::update_member(conn, &member, version)? {
-        return Err(lost_race(conn, "the member"));
+    // A renewal or the start of a grace period moves only the review dates: the narrow
+    // update skips the tier columns' reference checks (most of an annual review's rows).
+    let written = if changed_tier.is_none() && !override_ended {
+        repo::update_member_review(conn, &member, version)?
+    } else {
+        repo::update_member(conn, &member, version)?
+    };
+    if !written {
+        return Ok(Review::Stale);
     }
     let detail = serde_json::json!({
         "spend_minor": standing.spend_minor, "visits": standing.visits, "points": standing.points,
@@ -525,7 +559,7 @@ fn apply_review(
             },
         )?;
     }
-    Ok(changed_tier)
+    Ok(Review::Done(changed_tier))
 }
 
 /// Spends `points` of a member, soonest-expiring lots first, to `to` under `operation_id`.
@@ -2007,59 +2041,92 @@ impl Services {
 
     /// Reviews every member's tier: renewals, grace periods, downgrades after grace, ends of
     /// overrides, and upgrades the purchases path did not see (a changed programme).
+    ///
+    /// Pages of members are read on the reader pool while the writer applies the previous
+    /// page, so the two cores share the work; a member that changed between the read and the
+    /// write (a purchase, an override) is read again inside the write and reviewed as it is.
     pub async fn recompute_tiers(&self) -> ServiceResult<JobReport> {
         let now_ms = self.now_ms();
         let zone = self.default_zone().clone();
         let mut report = JobReport { job: "tiers".into(), ..JobReport::default() };
-        let mut after = 0_i64;
-        loop {
+        let window_zone = zone.clone();
+        let from_month = self
+            .database()
+            .read(move |conn| {
+                let programme = programme_at(conn, now_ms)?;
+                ServiceResult::Ok(month_index(now_ms, &window_zone) - programme.rules().tier_window_months + 1)
+            })
+            .await?;
+        let read_page = |after: i64| {
+            self.database().read(move |conn| {
+                ServiceResult::Ok(repo::members_with_standing(conn, after, JOB_CHUNK_MEMBERS, from_month)?)
+            })
+        };
+        let mut page = read_page(0).await?;
+        while !page.is_empty() {
+            let seen = page.len() as i64;
+            let last = page.last().map_or(i64::MAX, |(member, _)| member.customer_id);
+            let more = seen == JOB_CHUNK_MEMBERS;
             let zone = zone.clone();
-            let (seen, changed, last) = self
-                .database()
-                .write(move |conn| {
-                    let programme = programme_at(conn, now_ms)?;
-                    let from_month = month_index(now_ms, &zone) - programme.rules().tier_window_months + 1;
-                    let page = repo::members_with_standing(conn, after, JOB_CHUNK_MEMBERS, from_month)?;
-                    let mut changed = 0;
-                    let last = page.last().map(|(member, _)| member.customer_id);
-                    let seen = page.len() as i64;
-                    for (member, standing) in page {
-                        let due = member.review_at_ms <= now_ms
-                            || member.override_until_ms.is_some_and(|until| until <= now_ms)
-                            || programme.tier(&member.tier).is_none_or(|tier| {
-                                programme
-                                    .qualified_tier(TierStanding {
-                                        spend_minor: standing.spend_minor,
-                                        visits: standing.visits,
-                                        points: standing.points,
-                                    })
-                                    .is_some_and(|qualified| qualified.rank > tier.rank)
-                            });
-                        if due
-                            && apply_review(
-                                conn,
-                                &programme,
-                                member,
-                                standing,
-                                now_ms,
-                                &zone,
-                                "tier review",
-                                false,
-                            )?
-                            .is_some()
-                        {
-                            changed += 1;
-                        }
+            let write = self.database().write(move |conn| {
+                let programme = programme_at(conn, now_ms)?;
+                let due = |member: &MemberRecord, standing: &repo::Standing| {
+                    member.review_at_ms <= now_ms
+                        || member.override_until_ms.is_some_and(|until| until <= now_ms)
+                        || programme.tier(&member.tier).is_none_or(|tier| {
+                            programme
+                                .qualified_tier(TierStanding {
+                                    spend_minor: standing.spend_minor,
+                                    visits: standing.visits,
+                                    points: standing.points,
+                                })
+                                .is_some_and(|qualified| qualified.rank > tier.rank)
+                        })
+                };
+                let mut changed = 0;
+                for (member, standing) in page.iter().filter(|(member, standing)| due(member, standing)) {
+                    let review = write_review(
+                        conn,
+                        &programme,
+                        member.clone(),
+                        *standing,
+                        now_ms,
+                        &zone,
+                        "tier review",
+                        false,
+                    )?;
+                    let tier_changed = match review {
+                        Review::Done(tier) => tier.is_some(),
+                        Review::Stale => match repo::member(conn, member.customer_id)? {
+                            Some(fresh) => {
+                                let standing = repo::standing(conn, fresh.customer_id, from_month)?;
+                                due(&fresh, &standing)
+                                    && apply_review(
+                                        conn,
+                                        &programme,
+                                        fresh,
+                                        standing,
+                                        now_ms,
+                                        &zone,
+                                        "tier review",
+                                        false,
+                                    )?
+                                    .is_some()
+                            }
+                            None => false,
+                        },
+                    };
+                    if tier_changed {
+                        changed += 1;
                     }
-                    ServiceResult::Ok((seen, changed, last))
-                })
-                .await?;
+                }
+                ServiceResult::Ok(changed)
+            });
+            let next = async { if more { read_page(last).await } else { Ok(Vec::new()) } };
+            let (changed, next) = tokio::join!(write, next);
             report.members += seen;
-            report.changed += changed;
-            match last {
-                Some(last) if seen == JOB_CHUNK_MEMBERS => after = last,
-                _ => break,
-            }
+            report.changed += changed?;
+            page = next?;
         }
         Ok(report)
     }

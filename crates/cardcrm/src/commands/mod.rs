@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod import;
 pub mod ledger;
+pub mod loyalty;
 pub mod serve;
 pub mod user;
 

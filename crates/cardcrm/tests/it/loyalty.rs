@@ -401,3 +401,44 @@ async fn the_expiry_job_empties_lots_at_the_end_of_the_year() {
     assert_eq!(liability["points_outstanding"], 149, "{liability}");
     verify_passes(&app);
 }
+
+/// `cardcrm loyalty run` runs the jobs on the wall clock: points earned in March 2024
+/// expired at the end of 2025, long before any day this test runs on.
+#[tokio::test]
+async fn the_command_line_runs_the_jobs_once() {
+    let (app, _clock, auth) = app_at("2024-03-01T04:00:00Z").await;
+    let id = app.create_customer(&auth, json!({"name": "命令行会员", "phone": "13800001008"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let earned = sale(
+        &app,
+        &auth,
+        "cli-sale-0001",
+        json!({"customer_id": id, "external_id": "C-1", "lines": [{"amount_minor": 30_000}]}),
+    )
+    .await;
+    assert_eq!(earned["points"]["expires_at"], "2025-12-31T16:00:00Z", "{earned}");
+
+    let output = app.cli(&["loyalty", "run", "all", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reports: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON report per line"))
+        .collect();
+    let jobs: Vec<&str> = reports.iter().map(|report| report["job"].as_str().unwrap()).collect();
+    assert_eq!(jobs, ["expire", "remind", "tiers"]);
+    assert_eq!((reports[0]["points"].as_i64(), reports[0]["members"].as_i64()), (Some(300), Some(1)));
+    assert_eq!(reports[2]["members"], 1, "{}", reports[2]);
+    assert_eq!(member(&app, &auth, id).await["points_balance"], 0);
+    verify_passes(&app);
+
+    let again = app.cli(&["loyalty", "run", "expire"]);
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(words.starts_with(&["expire", "members", "0", "·", "points", "0"]), "{text}");
+
+    let unknown = app.cli(&["loyalty", "run", "everything"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("expire"), "names the jobs");
+}

@@ -157,6 +157,28 @@ pub fn update_member(conn: &mut Conn<'_>, member: &MemberRecord, expected_versio
     Ok(changed == 1)
 }
 
+/// Moves only a member's review dates (a renewal, the start of a grace period): the tier
+/// and override columns keep their values.
+pub fn update_member_review(
+    conn: &mut Conn<'_>,
+    member: &MemberRecord,
+    expected_version: i64,
+) -> StoreResult<bool> {
+    let changed = conn.execute(
+        "UPDATE loyalty_members SET review_at_ms = $2, grace_until_ms = $3, version = $4, updated_at_ms = $5 \
+         WHERE customer_id = $1 AND version = $6",
+        params![
+            member.customer_id,
+            member.review_at_ms,
+            member.grace_until_ms,
+            member.version,
+            member.updated_at_ms,
+            expected_version
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
 /// What counts toward a tier: spend, visits and points earned since `from_month`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Standing {
@@ -184,11 +206,12 @@ pub fn members_with_standing(
 ) -> StoreResult<Vec<(MemberRecord, Standing)>> {
     conn.query(
         &format!(
-            "SELECT {MEMBER_COLUMNS}, CAST(coalesce(a.spend, 0) AS BIGINT), CAST(coalesce(a.visits, 0) AS BIGINT), \
-             CAST(coalesce(a.points, 0) AS BIGINT) FROM (SELECT * FROM loyalty_members WHERE customer_id > $1 \
-             ORDER BY customer_id LIMIT $2) m LEFT JOIN (SELECT customer_id, sum(spend_minor) AS spend, sum(visits) AS visits, \
-             sum(points_earned) AS points FROM loyalty_activity WHERE customer_id > $1 AND month_index >= $3 \
-             GROUP BY customer_id) a ON a.customer_id = m.customer_id ORDER BY m.customer_id"
+            // One pass in key order, each member's months found through the activity key:
+            // no aggregate over the rest of the table per page.
+            "SELECT {MEMBER_COLUMNS}, CAST(coalesce(sum(a.spend_minor), 0) AS BIGINT), \
+             CAST(coalesce(sum(a.visits), 0) AS BIGINT), CAST(coalesce(sum(a.points_earned), 0) AS BIGINT) \
+             FROM loyalty_members m LEFT JOIN loyalty_activity a ON a.customer_id = m.customer_id AND a.month_index >= $3 \
+             WHERE m.customer_id > $1 GROUP BY m.customer_id ORDER BY m.customer_id LIMIT $2"
         ),
         params![after_customer_id, limit.clamp(1, 100_000), from_month],
         |row| {
@@ -477,11 +500,15 @@ pub fn expire_lots(
         ),
         params![from_customer, to_customer, now_ms, operation_id, breakage_account_id, asset],
     )?;
+    // From the lots, not from the transfers just written: the lots' customer index bounds
+    // the work to this block whatever the planner thinks of operation ids.
     conn.execute(
-        "UPDATE ledger_accounts SET debits_posted = debits_posted + t.amount_minor FROM \
-         (SELECT debit_account_id, amount_minor FROM ledger_transfers WHERE operation_id = $1) t \
-         WHERE ledger_accounts.id = t.debit_account_id AND ledger_accounts.tracks_balance = 1",
-        params![operation_id],
+        &format!(
+            "UPDATE ledger_accounts SET debits_posted = debits_posted + e.points FROM \
+             (SELECT account_id, sum(points_remaining) AS points FROM points_lots WHERE {scope} GROUP BY account_id) e \
+             WHERE ledger_accounts.id = e.account_id AND ledger_accounts.tracks_balance = 1"
+        ),
+        params![from_customer, to_customer, now_ms],
     )?;
     conn.execute(
         &format!(
