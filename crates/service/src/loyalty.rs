@@ -433,25 +433,20 @@ fn apply_review(
     actor: &str,
     upgrade_only: bool,
 ) -> ServiceResult<Option<String>> {
-    match write_review(conn, programme, member, standing, now_ms, zone, actor, upgrade_only)? {
-        Review::Done(changed) => Ok(changed),
-        Review::Stale => Err(lost_race(conn, "the member")),
+    let Some(review) = decide_review(programme, member, standing, now_ms, zone, actor, upgrade_only) else {
+        return Ok(None);
+    };
+    let changed = review.changed_tier();
+    if !repo::write_member_reviews(conn, std::slice::from_ref(&review))?.is_empty() {
+        return Err(lost_race(conn, "the member"));
     }
+    Ok(changed)
 }
 
-/// What [`write_review`] did.
-enum Review {
-    /// Written (or nothing to write); the new tier when it changed.
-    Done(Option<String>),
-    /// The member row holds another version than the one read: nothing was written.
-    Stale,
-}
-
-/// Applies the tier rules to a member read earlier, if the row still holds that version.
-/// The member row is the first write, so a stale read writes nothing.
+/// What the tier rules make of a member read earlier: the rows to write, or nothing when
+/// the review changes nothing. No IO: the job decides a page at once and writes it in bulk.
 #[allow(clippy::too_many_arguments)]
-fn write_review(
-    conn: &mut Conn<'_>,
+fn decide_review(
     programme: &Programme,
     mut member: MemberRecord,
     standing: repo::Standing,
@@ -459,13 +454,13 @@ fn write_review(
     zone: &TimeZone,
     actor: &str,
     upgrade_only: bool,
-) -> ServiceResult<Review> {
+) -> Option<repo::MemberReview> {
     let standing =
         TierStanding { spend_minor: standing.spend_minor, visits: standing.visits, points: standing.points };
-    let Some(qualified) = programme.qualified_tier(standing) else { return Ok(Review::Done(None)) };
+    let qualified = programme.qualified_tier(standing)?;
     let override_active = member.override_until_ms.is_some_and(|until| until > now_ms);
     let override_ended = member.override_tier.is_some() && !override_active;
-    let version = member.version;
+    let expected_version = member.version;
     let before = member.tier.clone();
     let mut changed_tier = None;
     let mut reason = "";
@@ -488,7 +483,7 @@ fn write_review(
             changed_tier = Some(tier);
             reason = "upgrade";
         }
-        _ if upgrade_only => return Ok(Review::Done(None)),
+        _ if upgrade_only => return None,
         TierDecision::Keep => {}
         TierDecision::Renew { review_at } => {
             member.review_at_ms = ms(review_at);
@@ -511,55 +506,45 @@ fn write_review(
         }
     }
     if reason.is_empty() {
-        return Ok(Review::Done(None));
+        return None;
     }
     member.version += 1;
     member.updated_at_ms = now_ms;
-    // A renewal or the start of a grace period moves only the review dates: the narrow
-    // update skips the tier columns' reference checks (most of an annual review's rows).
-    let written = if changed_tier.is_none() && !override_ended {
-        repo::update_member_review(conn, &member, version)?
-    } else {
-        repo::update_member(conn, &member, version)?
-    };
-    if !written {
-        return Ok(Review::Stale);
-    }
-    let detail = serde_json::json!({
-        "spend_minor": standing.spend_minor, "visits": standing.visits, "points": standing.points,
-        "review_at": format_ms(member.review_at_ms), "grace_until": member.grace_until_ms.map(format_ms),
+    let history = (reason != "renew").then(|| TierChangeRecord {
+        id: 0,
+        customer_id: member.customer_id,
+        from_tier: Some(before.clone()),
+        to_tier: member.tier.clone(),
+        reason: reason.to_owned(),
+        detail_json: serde_json::json!({
+            "spend_minor": standing.spend_minor, "visits": standing.visits, "points": standing.points,
+            "review_at": format_ms(member.review_at_ms), "grace_until": member.grace_until_ms.map(format_ms),
+        })
+        .to_string(),
+        actor: actor.to_owned(),
+        created_at_ms: now_ms,
     });
-    if reason != "renew" {
-        repo::insert_tier_change(
-            conn,
-            &TierChangeRecord {
-                id: 0,
-                customer_id: member.customer_id,
-                from_tier: Some(before.clone()),
-                to_tier: member.tier.clone(),
-                reason: reason.to_owned(),
-                detail_json: detail.to_string(),
-                actor: actor.to_owned(),
-                created_at_ms: now_ms,
-            },
-        )?;
-    }
-    if changed_tier.is_some() || reason == "override_end" {
-        let tier = effective_tier(&member, now_ms).to_owned();
-        repo::set_card_tiers(conn, member.customer_id, &tier, now_ms)?;
-        repo::insert_event(
-            conn,
-            &repo::EventRecord {
-                id: 0,
-                kind: "tier_changed".into(),
-                customer_id: member.customer_id,
-                due_at_ms: now_ms,
-                detail_json: serde_json::json!({"from": before, "to": tier, "reason": reason}).to_string(),
-                created_at_ms: now_ms,
-            },
-        )?;
-    }
-    Ok(Review::Done(changed_tier))
+    let announced = changed_tier.is_some() || reason == "override_end";
+    let card_tier = announced.then(|| effective_tier(&member, now_ms).to_owned());
+    let event = card_tier.as_ref().map(|tier| repo::EventRecord {
+        id: 0,
+        kind: "tier_changed".into(),
+        customer_id: member.customer_id,
+        due_at_ms: now_ms,
+        detail_json: serde_json::json!({"from": before, "to": tier, "reason": reason}).to_string(),
+        created_at_ms: now_ms,
+    });
+    Some(repo::MemberReview {
+        // A renewal or the start of a grace period moves only the review dates: the narrow
+        // update skips the tier columns' reference checks (most rows of an annual review).
+        dates_only: changed_tier.is_none() && !override_ended,
+        tier_changed: changed_tier.is_some(),
+        member,
+        expected_version,
+        history,
+        card_tier,
+        event,
+    })
 }
 
 /// Spends `points` of a member, soonest-expiring lots first, to `to` under `operation_id`.
@@ -2054,7 +2039,9 @@ impl Services {
             .database()
             .read(move |conn| {
                 let programme = programme_at(conn, now_ms)?;
-                ServiceResult::Ok(month_index(now_ms, &window_zone) - programme.rules().tier_window_months + 1)
+                ServiceResult::Ok(
+                    month_index(now_ms, &window_zone) - programme.rules().tier_window_months + 1,
+                )
             })
             .await?;
         let read_page = |after: i64| {
@@ -2083,41 +2070,45 @@ impl Services {
                                 .is_some_and(|qualified| qualified.rank > tier.rank)
                         })
                 };
-                let mut changed = 0;
-                for (member, standing) in page.iter().filter(|(member, standing)| due(member, standing)) {
-                    let review = write_review(
-                        conn,
-                        &programme,
-                        member.clone(),
-                        *standing,
-                        now_ms,
-                        &zone,
-                        "tier review",
-                        false,
-                    )?;
-                    let tier_changed = match review {
-                        Review::Done(tier) => tier.is_some(),
-                        Review::Stale => match repo::member(conn, member.customer_id)? {
-                            Some(fresh) => {
-                                let standing = repo::standing(conn, fresh.customer_id, from_month)?;
-                                due(&fresh, &standing)
-                                    && apply_review(
-                                        conn,
-                                        &programme,
-                                        fresh,
-                                        standing,
-                                        now_ms,
-                                        &zone,
-                                        "tier review",
-                                        false,
-                                    )?
-                                    .is_some()
-                            }
-                            None => false,
-                        },
-                    };
-                    if tier_changed {
-                        changed += 1;
+                let reviews: Vec<repo::MemberReview> = page
+                    .iter()
+                    .filter(|(member, standing)| due(member, standing))
+                    .filter_map(|(member, standing)| {
+                        decide_review(
+                            &programme,
+                            member.clone(),
+                            *standing,
+                            now_ms,
+                            &zone,
+                            "tier review",
+                            false,
+                        )
+                    })
+                    .collect();
+                let stale = repo::write_member_reviews(conn, &reviews)?;
+                let mut changed = reviews
+                    .iter()
+                    .filter(|review| review.tier_changed && !stale.contains(&review.member.customer_id))
+                    .count() as i64;
+                // Changed since the page was read (a purchase, an override): reviewed as it is now.
+                for customer_id in stale {
+                    if let Some(fresh) = repo::member(conn, customer_id)? {
+                        let standing = repo::standing(conn, customer_id, from_month)?;
+                        if due(&fresh, &standing)
+                            && apply_review(
+                                conn,
+                                &programme,
+                                fresh,
+                                standing,
+                                now_ms,
+                                &zone,
+                                "tier review",
+                                false,
+                            )?
+                            .is_some()
+                        {
+                            changed += 1;
+                        }
                     }
                 }
                 ServiceResult::Ok(changed)

@@ -442,3 +442,80 @@ async fn the_command_line_runs_the_jobs_once() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("expire"), "names the jobs");
 }
+
+/// An annual review of a whole base (enough members that PostgreSQL writes the page in bulk):
+/// every member is reviewed once, an ended override gives way, grace comes before every
+/// downgrade, and cards follow their member's tier.
+#[tokio::test]
+async fn an_annual_review_of_many_members_reviews_each_once() {
+    const MEMBERS: usize = 130;
+    let (app, clock, auth) = app_at("2026-01-10T04:00:00Z").await;
+    crate::support::stored_value_product(&app, &auth, "REVIEW", json!({})).await;
+    let (card, first, _) = crate::support::issue_card(&app, &auth, "REVIEW", "13900000000").await;
+    let mut ids = vec![first];
+    for index in 1..MEMBERS {
+        let phone = format!("139{index:08}");
+        ids.push(
+            app.create_customer(&auth, json!({"name": "年审会员", "phone": phone})).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // Even members buy enough for silver (2,000.00), odd ones 100.00.
+    for (index, id) in ids.iter().enumerate() {
+        let amount = if index % 2 == 0 { 200_000 } else { 10_000 };
+        sale(
+            &app,
+            &auth,
+            &format!("review-sale-{index:04}"),
+            json!({"customer_id": id, "external_id": format!("R-{index}"), "lines": [{"amount_minor": amount}]}),
+        )
+        .await;
+    }
+    let overridden = ids[1];
+    let answer = app
+        .post(
+            &auth,
+            &format!("/api/v1/members/{overridden}/tier-override"),
+            json!({"tier": "gold", "until": "2026-06-01T00:00:00Z", "reason": "开业活动"}),
+        )
+        .await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    assert_eq!(app.get(&auth, &format!("/api/v1/cards/{card}")).await.body["tier"], "silver");
+
+    // A year on: nobody bought since, so silver members enter grace and nobody changes tier.
+    clock.set("2027-01-11T04:00:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    let report = job(&app, &auth, "tiers").await;
+    assert_eq!(
+        (report["members"].as_i64(), report["changed"].as_i64()),
+        (Some(MEMBERS as i64), Some(0)),
+        "{report}"
+    );
+    let silver = member(&app, &auth, first).await;
+    assert_eq!(silver["tier"], "silver", "{silver}");
+    assert!(silver["grace_until"].is_string(), "{silver}");
+    let ended = member(&app, &auth, overridden).await;
+    assert_eq!(ended["tier"], "ordinary", "the override ended in June: {ended}");
+    let events = app.get(&auth, &format!("/api/v1/loyalty/events?customer_id={overridden}")).await.body;
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|event| event["kind"] == "tier_changed"),
+        "{events}"
+    );
+
+    // After the grace period every silver member is downgraded, once.
+    clock.advance_ms(31 * DAY_MS);
+    let auth = relogin(&app).await;
+    let report = job(&app, &auth, "tiers").await;
+    assert_eq!(report["changed"].as_i64(), Some((MEMBERS / 2) as i64), "{report}");
+    for id in ids.iter().step_by(2) {
+        assert_eq!(member(&app, &auth, *id).await["tier"], "ordinary");
+    }
+    assert_eq!(app.get(&auth, &format!("/api/v1/cards/{card}")).await.body["tier"], "ordinary");
+    let history = app.get(&auth, &format!("/api/v1/members/{first}/tier-history")).await;
+    let reasons: Vec<&str> =
+        history.body.as_array().unwrap().iter().map(|change| change["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["downgrade", "grace", "upgrade"]);
+    assert_eq!(job(&app, &auth, "tiers").await["changed"], 0, "a second run changes nothing");
+    verify_passes(&app);
+}

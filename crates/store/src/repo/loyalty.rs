@@ -2,7 +2,7 @@
 //! activity, points lots and their moves, offline sales, events, coupons, the points mall
 //! and partners. Points balances themselves are ledger accounts (see [`super::ledger`]).
 
-use crate::{Conn, Row, StoreResult, params, repo::bounded};
+use crate::{Backend, Conn, Row, StoreResult, Value, params, repo::bounded};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgrammeRecord {
@@ -155,6 +155,173 @@ pub fn update_member(conn: &mut Conn<'_>, member: &MemberRecord, expected_versio
         ],
     )?;
     Ok(changed == 1)
+}
+
+/// A member's tier review as decided by the services: the row as it becomes, the version
+/// it replaces, and what the change records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReview {
+    pub member: MemberRecord,
+    pub expected_version: i64,
+    /// Only the review dates move (a renewal, the start of a grace period).
+    pub dates_only: bool,
+    pub tier_changed: bool,
+    pub history: Option<TierChangeRecord>,
+    /// The tier the member's open cards now show, when it changed.
+    pub card_tier: Option<String>,
+    pub event: Option<EventRecord>,
+}
+
+impl MemberReview {
+    /// The new tier when the review changed it.
+    pub fn changed_tier(&self) -> Option<String> {
+        self.tier_changed.then(|| self.member.tier.clone())
+    }
+}
+
+/// Reviews written in one statement per table on PostgreSQL from this many up; fewer, and
+/// on SQLite (where a prepared statement per row is the fast path), row by row.
+const REVIEWS_STAGED_MIN: usize = 64;
+
+/// Writes decided reviews: each member row if it still holds the expected version, then its
+/// history, card tiers and event. Returns the members whose row had changed meanwhile;
+/// nothing was written for them.
+pub fn write_member_reviews(conn: &mut Conn<'_>, reviews: &[MemberReview]) -> StoreResult<Vec<i64>> {
+    if conn.backend() == Backend::Postgres && reviews.len() >= REVIEWS_STAGED_MIN {
+        return write_member_reviews_staged(conn, reviews);
+    }
+    let mut stale = Vec::new();
+    for review in reviews {
+        let written = if review.dates_only {
+            update_member_review(conn, &review.member, review.expected_version)?
+        } else {
+            update_member(conn, &review.member, review.expected_version)?
+        };
+        if !written {
+            stale.push(review.member.customer_id);
+            continue;
+        }
+        if let Some(history) = &review.history {
+            insert_tier_change(conn, history)?;
+        }
+        if let Some(tier) = &review.card_tier {
+            set_card_tiers(conn, review.member.customer_id, tier, review.member.updated_at_ms)?;
+        }
+        if let Some(event) = &review.event {
+            insert_event(conn, event)?;
+        }
+    }
+    Ok(stale)
+}
+
+const REVIEW_STAGING_COLUMNS: [&str; 24] = [
+    "customer_id",
+    "expected_version",
+    "tier",
+    "tier_since_ms",
+    "review_at_ms",
+    "grace_until_ms",
+    "override_tier",
+    "override_until_ms",
+    "override_by",
+    "override_reason",
+    "version",
+    "updated_at_ms",
+    "history_from",
+    "history_to",
+    "history_reason",
+    "history_detail",
+    "history_actor",
+    "history_at_ms",
+    "card_tier",
+    "event_kind",
+    "event_due_ms",
+    "event_detail",
+    "event_at_ms",
+    "applied",
+];
+
+/// PostgreSQL: the reviews are copied into a session table, then each table is written by
+/// one statement; a round trip per row would cost more than the work.
+fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) -> StoreResult<Vec<i64>> {
+    conn.batch(
+        "CREATE TEMP TABLE IF NOT EXISTS staging_member_reviews (customer_id BIGINT PRIMARY KEY, \
+         expected_version BIGINT NOT NULL, tier TEXT NOT NULL, tier_since_ms BIGINT NOT NULL, review_at_ms BIGINT NOT NULL, \
+         grace_until_ms BIGINT, override_tier TEXT, override_until_ms BIGINT, override_by TEXT, override_reason TEXT, \
+         version BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, history_from TEXT, history_to TEXT, history_reason TEXT, \
+         history_detail TEXT, history_actor TEXT, history_at_ms BIGINT, card_tier TEXT, event_kind TEXT, event_due_ms BIGINT, \
+         event_detail TEXT, event_at_ms BIGINT, applied BIGINT NOT NULL) ON COMMIT DELETE ROWS",
+    )?;
+    conn.batch("TRUNCATE staging_member_reviews")?;
+    let rows: Vec<Vec<Value<'_>>> = reviews
+        .iter()
+        .map(|review| {
+            let member = &review.member;
+            let history = review.history.as_ref();
+            let event = review.event.as_ref();
+            vec![
+                member.customer_id.into(),
+                review.expected_version.into(),
+                member.tier.as_str().into(),
+                member.tier_since_ms.into(),
+                member.review_at_ms.into(),
+                member.grace_until_ms.into(),
+                (&member.override_tier).into(),
+                member.override_until_ms.into(),
+                (&member.override_by).into(),
+                (&member.override_reason).into(),
+                member.version.into(),
+                member.updated_at_ms.into(),
+                history.and_then(|history| history.from_tier.as_deref()).into(),
+                history.map(|history| history.to_tier.as_str()).into(),
+                history.map(|history| history.reason.as_str()).into(),
+                history.map(|history| history.detail_json.as_str()).into(),
+                history.map(|history| history.actor.as_str()).into(),
+                history.map(|history| history.created_at_ms).into(),
+                review.card_tier.as_deref().into(),
+                event.map(|event| event.kind.as_str()).into(),
+                event.map(|event| event.due_at_ms).into(),
+                event.map(|event| event.detail_json.as_str()).into(),
+                event.map(|event| event.created_at_ms).into(),
+                0_i64.into(),
+            ]
+        })
+        .collect();
+    conn.insert_rows("staging_member_reviews", &REVIEW_STAGING_COLUMNS, &rows)?;
+    conn.execute(
+        "WITH done AS (UPDATE loyalty_members m SET tier = s.tier, tier_since_ms = s.tier_since_ms, \
+         review_at_ms = s.review_at_ms, grace_until_ms = s.grace_until_ms, override_tier = s.override_tier, \
+         override_until_ms = s.override_until_ms, override_by = s.override_by, override_reason = s.override_reason, \
+         version = s.version, updated_at_ms = s.updated_at_ms FROM staging_member_reviews s \
+         WHERE m.customer_id = s.customer_id AND m.version = s.expected_version RETURNING m.customer_id) \
+         UPDATE staging_member_reviews s SET applied = 1 FROM done WHERE s.customer_id = done.customer_id",
+        params![],
+    )?;
+    let stale = conn.query(
+        "SELECT customer_id FROM staging_member_reviews WHERE applied = 0 ORDER BY customer_id",
+        params![],
+        |row| row.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO loyalty_tier_history (customer_id, from_tier, to_tier, reason, detail_json, actor, created_at_ms) \
+         SELECT customer_id, history_from, history_to, history_reason, history_detail, history_actor, history_at_ms \
+         FROM staging_member_reviews WHERE applied = 1 AND history_reason IS NOT NULL ORDER BY customer_id",
+        params![],
+    )?;
+    conn.execute(
+        "UPDATE cards SET tier = s.card_tier, version = cards.version + 1, updated_at_ms = s.updated_at_ms \
+         FROM staging_member_reviews s WHERE s.applied = 1 AND s.card_tier IS NOT NULL AND cards.customer_id = s.customer_id \
+         AND cards.tier <> s.card_tier AND cards.status NOT IN ('closed', 'replaced')",
+        params![],
+    )?;
+    conn.execute(
+        "INSERT INTO loyalty_events (kind, customer_id, due_at_ms, detail_json, created_at_ms) \
+         SELECT event_kind, customer_id, event_due_ms, event_detail, event_at_ms FROM staging_member_reviews \
+         WHERE applied = 1 AND event_kind IS NOT NULL ORDER BY customer_id ON CONFLICT (kind, customer_id, due_at_ms) DO NOTHING",
+        params![],
+    )?;
+    conn.batch("TRUNCATE staging_member_reviews")?;
+    Ok(stale)
 }
 
 /// Moves only a member's review dates (a renewal, the start of a grace period): the tier
