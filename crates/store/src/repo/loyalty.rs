@@ -288,14 +288,19 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
         })
         .collect();
     conn.insert_rows("staging_member_reviews", &REVIEW_STAGING_COLUMNS, &rows)?;
+    // The page's key range: the session table has no statistics, and without a range the
+    // planner joins it to whole tables.
+    let ids = reviews.iter().map(|review| review.member.customer_id);
+    let (first, last) = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
     conn.execute(
         "WITH done AS (UPDATE loyalty_members m SET tier = s.tier, tier_since_ms = s.tier_since_ms, \
          review_at_ms = s.review_at_ms, grace_until_ms = s.grace_until_ms, override_tier = s.override_tier, \
          override_until_ms = s.override_until_ms, override_by = s.override_by, override_reason = s.override_reason, \
          version = s.version, updated_at_ms = s.updated_at_ms FROM staging_member_reviews s \
-         WHERE m.customer_id = s.customer_id AND m.version = s.expected_version RETURNING m.customer_id) \
+         WHERE m.customer_id = s.customer_id AND m.version = s.expected_version \
+         AND m.customer_id >= $1 AND m.customer_id <= $2 RETURNING m.customer_id) \
          UPDATE staging_member_reviews s SET applied = 1 FROM done WHERE s.customer_id = done.customer_id",
-        params![],
+        params![first, last],
     )?;
     let stale = conn.query(
         "SELECT customer_id FROM staging_member_reviews WHERE applied = 0 ORDER BY customer_id",
@@ -311,8 +316,9 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
     conn.execute(
         "UPDATE cards SET tier = s.card_tier, version = cards.version + 1, updated_at_ms = s.updated_at_ms \
          FROM staging_member_reviews s WHERE s.applied = 1 AND s.card_tier IS NOT NULL AND cards.customer_id = s.customer_id \
-         AND cards.tier <> s.card_tier AND cards.status NOT IN ('closed', 'replaced')",
-        params![],
+         AND cards.tier <> s.card_tier AND cards.status NOT IN ('closed', 'replaced') \
+         AND cards.customer_id >= $1 AND cards.customer_id <= $2",
+        params![first, last],
     )?;
     conn.execute(
         "INSERT INTO loyalty_events (kind, customer_id, due_at_ms, detail_json, created_at_ms) \
@@ -373,11 +379,13 @@ pub fn members_with_standing(
 ) -> StoreResult<Vec<(MemberRecord, Standing)>> {
     conn.query(
         &format!(
-            // One pass in key order, each member's months found through the activity key:
-            // no aggregate over the rest of the table per page.
+            // One pass in key order, each member's months found through the activity key
+            // (`a.customer_id > $1` starts PostgreSQL's merge join at the page, not at the
+            // first member): no work over the rest of the tables per page.
             "SELECT {MEMBER_COLUMNS}, CAST(coalesce(sum(a.spend_minor), 0) AS BIGINT), \
              CAST(coalesce(sum(a.visits), 0) AS BIGINT), CAST(coalesce(sum(a.points_earned), 0) AS BIGINT) \
-             FROM loyalty_members m LEFT JOIN loyalty_activity a ON a.customer_id = m.customer_id AND a.month_index >= $3 \
+             FROM loyalty_members m LEFT JOIN loyalty_activity a ON a.customer_id = m.customer_id AND a.customer_id > $1 \
+             AND a.month_index >= $3 \
              WHERE m.customer_id > $1 GROUP BY m.customer_id ORDER BY m.customer_id LIMIT $2"
         ),
         params![after_customer_id, limit.clamp(1, 100_000), from_month],
@@ -667,13 +675,14 @@ pub fn expire_lots(
         ),
         params![from_customer, to_customer, now_ms, operation_id, breakage_account_id, asset],
     )?;
-    // From the lots, not from the transfers just written: the lots' customer index bounds
-    // the work to this block whatever the planner thinks of operation ids.
+    // From the lots, not from the transfers just written, and the accounts of this block's
+    // members only: both indexes bound the work to the block whatever the planner thinks.
     conn.execute(
         &format!(
             "UPDATE ledger_accounts SET debits_posted = debits_posted + e.points FROM \
              (SELECT account_id, sum(points_remaining) AS points FROM points_lots WHERE {scope} GROUP BY account_id) e \
-             WHERE ledger_accounts.id = e.account_id AND ledger_accounts.tracks_balance = 1"
+             WHERE ledger_accounts.id = e.account_id AND ledger_accounts.tracks_balance = 1 \
+             AND ledger_accounts.customer_id >= $1 AND ledger_accounts.customer_id < $2"
         ),
         params![from_customer, to_customer, now_ms],
     )?;
