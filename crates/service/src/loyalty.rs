@@ -11,6 +11,8 @@
 //! checks it). Points a refund could not take back under the `negative_balance` policy are
 //! owed (`member:{id}:points_owed`) and paid off by the next earnings first.
 
+use std::sync::{Arc, Mutex};
+
 use cardcrm_domain::{
     FieldError, FieldErrors,
     loyalty::{
@@ -64,12 +66,22 @@ pub(crate) fn month_index(at_ms: i64, zone: &TimeZone) -> i64 {
     i64::from(date.year()) * 12 + i64::from(date.month()) - 1
 }
 
-/// The programme in force at `at_ms`.
-pub(crate) fn programme_at(conn: &mut Conn<'_>, at_ms: i64) -> ServiceResult<Programme> {
+/// The programme in force at `at_ms`. Parsed once per distinct rules text: every checkout
+/// reads it, and the same text always parses to the same programme.
+pub(crate) fn programme_at(conn: &mut Conn<'_>, at_ms: i64) -> ServiceResult<Arc<Programme>> {
+    static PARSED: Mutex<Option<(String, Arc<Programme>)>> = Mutex::new(None);
     let record = repo::programme_at(conn, at_ms)?.ok_or_else(|| {
         ServiceError::Store(StoreError::Invariant("no loyalty programme is in force".into()))
     })?;
-    parse_programme(&record.rules_json)
+    let mut parsed = PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((json, programme)) = parsed.as_ref()
+        && *json == record.rules_json
+    {
+        return Ok(programme.clone());
+    }
+    let programme = Arc::new(parse_programme(&record.rules_json)?);
+    *parsed = Some((record.rules_json, programme.clone()));
+    Ok(programme)
 }
 
 fn parse_programme(json: &str) -> ServiceResult<Programme> {
@@ -236,29 +248,37 @@ pub struct PointsEarned {
 }
 
 /// The member context of an earning.
+/// What earning needs to know about the member and the moment; only what the programme's
+/// rules use is read (every checkout of a member comes through here).
 fn earn_context(
     conn: &mut Conn<'_>,
+    programme: &Programme,
     member: &MemberRecord,
     store_id: Option<i64>,
     now_ms: i64,
     zone: &TimeZone,
 ) -> ServiceResult<EarnContext> {
-    let tier = card_repo::tier(conn, effective_tier(member, now_ms))?;
-    let birthday = customer_repo::get(conn, member.customer_id)?
-        .and_then(|customer| customer.birthday)
-        .and_then(|raw| raw.parse::<jiff::civil::Date>().ok())
-        .map(|date| (date.month(), date.day()));
+    let rules = programme.rules();
+    let tier_multiplier_pct = if rules.tier_multiplier {
+        card_repo::tier(conn, effective_tier(member, now_ms))?.map_or(100, |tier| tier.points_multiplier_pct)
+    } else {
+        100
+    };
+    let birthday = match rules.birthday {
+        Some(_) => customer_repo::birthday(conn, member.customer_id)?
+            .and_then(|raw| raw.parse::<jiff::civil::Date>().ok())
+            .map(|date| (date.month(), date.day())),
+        None => None,
+    };
     let date = local_date(conn, store_id, now_ms, zone)?;
-    let day_start = start_of_local_day(date, zone);
-    Ok(EarnContext {
-        tier_multiplier_pct: tier.map_or(100, |tier| tier.points_multiplier_pct),
-        store_id,
-        local_date: date,
-        birthday,
-        first_purchase: member.first_purchase_at_ms.is_none()
-            && !repo::has_purchase_lot(conn, member.customer_id)?,
-        earned_today_points: repo::purchase_points_since(conn, member.customer_id, day_start)?,
-    })
+    let first_purchase = rules.first_purchase_bonus_points > 0
+        && member.first_purchase_at_ms.is_none()
+        && !repo::has_purchase_lot(conn, member.customer_id)?;
+    let earned_today_points = match rules.member_daily_cap_points {
+        Some(_) => repo::purchase_points_since(conn, member.customer_id, start_of_local_day(date, zone))?,
+        None => 0,
+    };
+    Ok(EarnContext { tier_multiplier_pct, store_id, local_date: date, birthday, first_purchase, earned_today_points })
 }
 
 /// Credits `points` to a member as a new lot (after paying off what they owe), under
@@ -334,7 +354,7 @@ pub(crate) fn credit_points(
 /// What a purchase will earn, worked out before its operation is written (the operation
 /// records it).
 pub(crate) struct PreparedEarning {
-    programme: Programme,
+    programme: Arc<Programme>,
     member: MemberRecord,
     customer_id: i64,
     store_id: Option<i64>,
@@ -351,7 +371,7 @@ pub(crate) fn prepare_earning(
 ) -> ServiceResult<PreparedEarning> {
     let programme = programme_at(conn, now_ms)?;
     let member = ensure_member(conn, &programme, customer_id, now_ms, &context.zone)?;
-    let member_context = earn_context(conn, &member, store_id, now_ms, &context.zone)?;
+    let member_context = earn_context(conn, &programme, &member, store_id, now_ms, &context.zone)?;
     let earning = programme.earn(lines, &member_context);
     Ok(PreparedEarning { programme, member, customer_id, store_id, earning })
 }
@@ -1550,7 +1570,7 @@ impl Services {
                     created_at_ms: now_ms,
                     updated_at_ms: now_ms,
                 });
-                let context = earn_context(conn, &member, store_id, now_ms, &zone)?;
+                let context = earn_context(conn, &programme, &member, store_id, now_ms, &zone)?;
                 let earning = programme.earn(&lines, &context);
                 Ok(SimulateView {
                     points: earning.points,

@@ -188,6 +188,13 @@ pub fn get(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<CustomerRecord>> 
     conn.query_optional(&format!("SELECT {COLUMNS} FROM customers c WHERE c.id = $1"), params![id], from_row)
 }
 
+/// A customer's birthday as stored (`YYYY-MM-DD`), without reading the rest of the row.
+pub fn birthday(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<String>> {
+    Ok(conn
+        .query_optional("SELECT birthday FROM customers WHERE id = $1", params![id], |row| row.get::<Option<String>>(0))?
+        .flatten())
+}
+
 // Queries that use a partial index (`… WHERE column IS NOT NULL`) repeat that condition, so
 // the planner can use the index without looking at the bound value.
 
