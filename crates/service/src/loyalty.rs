@@ -278,7 +278,14 @@ fn earn_context(
         Some(_) => repo::purchase_points_since(conn, member.customer_id, start_of_local_day(date, zone))?,
         None => 0,
     };
-    Ok(EarnContext { tier_multiplier_pct, store_id, local_date: date, birthday, first_purchase, earned_today_points })
+    Ok(EarnContext {
+        tier_multiplier_pct,
+        store_id,
+        local_date: date,
+        birthday,
+        first_purchase,
+        earned_today_points,
+    })
 }
 
 /// Credits `points` to a member as a new lot (after paying off what they owe), under

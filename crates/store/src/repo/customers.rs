@@ -191,7 +191,9 @@ pub fn get(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<CustomerRecord>> 
 /// A customer's birthday as stored (`YYYY-MM-DD`), without reading the rest of the row.
 pub fn birthday(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<String>> {
     Ok(conn
-        .query_optional("SELECT birthday FROM customers WHERE id = $1", params![id], |row| row.get::<Option<String>>(0))?
+        .query_optional("SELECT birthday FROM customers WHERE id = $1", params![id], |row| {
+            row.get::<Option<String>>(0)
+        })?
         .flatten())
 }
 
