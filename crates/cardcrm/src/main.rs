@@ -56,6 +56,9 @@ enum Command {
     /// Check and report on the stored-value ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
+    /// Customer analyses (RFM; on a purchases file with --input).
+    #[command(subcommand)]
+    Analyze(commands::analyze::AnalyzeCommand),
     /// Run the loyalty jobs (points expiry, expiry reminders, tier review) now.
     #[command(subcommand)]
     Loyalty(commands::loyalty::LoyaltyCommand),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             Command::Import(args) => commands::import::run(&cli.global, args).await,
             Command::User(command) => commands::user::run(&cli.global, command).await,
             Command::Ledger(command) => commands::ledger::run(&cli.global, command).await,
+            Command::Analyze(command) => commands::analyze::run(&cli.global, command).await,
             Command::Loyalty(command) => commands::loyalty::run(&cli.global, command).await,
             Command::Config => commands::print_config(&cli.global),
             Command::Generate(args) => commands::demo::generate(&cli.global, args),

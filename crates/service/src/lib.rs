@@ -5,6 +5,7 @@
 //! (`cardcrm-store`), never HTTP and never SQL. Time comes from a [`clock::Clock`] so tests
 //! and replays control it.
 
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod cards;

@@ -1,6 +1,7 @@
 //! The subcommands, and what they share: loading settings, opening the services, logging,
 //! and turning errors into messages and exit codes.
 
+pub mod analyze;
 pub mod demo;
 pub mod import;
 pub mod ledger;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod analysis;
 mod api_access;
 mod api_customers;
 mod api_errors;

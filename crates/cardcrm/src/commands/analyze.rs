@@ -1,0 +1,253 @@
+//! `cardcrm analyze`: customer analyses. `rfm --input FILE` runs on a purchases file with no
+//! database (the analyses over the database, the other analyses and their persisted
+//! segments are the next steps of issue 5).
+
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use cardcrm_analytics::rfm::{self, Cut, RfmGroup, RfmResult, RfmSettings};
+use cardcrm_domain::money::Currency;
+use cardcrm_service::analysis::{PurchaseFile, read_purchases};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{CommandResult, Failure, load_settings};
+use crate::GlobalArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyzeCommand {
+    /// RFM scores (quintiles, pandas' tie rule), the eight classic groups and the segments.
+    Rfm(RfmArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A summary per group.
+    Table,
+    /// The summary and every customer's result.
+    Json,
+    /// One row per customer.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct RfmArgs {
+    /// A purchases file: CSV with columns customer_id,timestamp,amount (category and store
+    /// optional).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The analysis day, YYYY-MM-DD, in the business's time zone: purchases up to and
+    /// including it count, recency is measured to it.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: String,
+    /// Bins per score (5: quintiles; the named segments need 5).
+    #[arg(long, default_value_t = 5)]
+    pub bins: usize,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult {
+    let settings = load_settings(global, None)?;
+    match command {
+        AnalyzeCommand::Rfm(args) => {
+            let Some(input) = args.input else {
+                return Err(Failure::input(
+                    "analyze rfm needs --input FILE for now: the analysis over the database is not built yet",
+                ));
+            };
+            let as_of = cardcrm_domain::date::parse_date(&args.as_of)
+                .map_err(|error| Failure::input(format!("--as-of: {}", error.message)))?;
+            let zone = jiff::tz::TimeZone::get(&settings.default_time_zone)
+                .map_err(|error| Failure::input(format!("time zone: {error}")))?;
+            let currency =
+                Currency::parse(&settings.currency).map_err(|error| Failure::input(error.message))?;
+            let file = std::fs::File::open(&input)
+                .map_err(|error| Failure::input(format!("{}: {error}", input.display())))?;
+            let bar = spinner(args.format == Format::Table);
+            let read = read_purchases(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                &zone,
+                as_of,
+                currency,
+                |rows| {
+                    bar.set_message(format!("{rows} purchases read"));
+                },
+            );
+            bar.finish_and_clear();
+            let file = read.map_err(|error| match error {
+                cardcrm_service::ServiceError::BadFile { line: Some(line), message, .. } => {
+                    Failure::input(format!("{}: line {line}: {message}", input.display()))
+                }
+                other => Failure::from(other),
+            })?;
+            let figures = file.accumulator.rfm_figures();
+            let settings = RfmSettings { bins: args.bins, cut: Cut::Mean };
+            let (results, cuts) =
+                rfm::analyse(&figures, &settings).map_err(|error| Failure::input(error.to_string()))?;
+            print_rfm(&file, &figures, &results, &cuts, args.format, &args.as_of)
+        }
+    }
+}
+
+fn spinner(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+const GROUPS: [RfmGroup; 9] = [
+    RfmGroup::ImportantValue,
+    RfmGroup::ImportantDevelop,
+    RfmGroup::ImportantRetain,
+    RfmGroup::ImportantWinBack,
+    RfmGroup::GeneralValue,
+    RfmGroup::GeneralDevelop,
+    RfmGroup::GeneralRetain,
+    RfmGroup::GeneralWinBack,
+    RfmGroup::NoPurchase,
+];
+
+fn group_code(group: RfmGroup) -> String {
+    serde_json::to_value(group).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn print_rfm(
+    file: &PurchaseFile,
+    figures: &[rfm::RfmFigures],
+    results: &[RfmResult],
+    cuts: &rfm::RfmCuts,
+    format: Format,
+    as_of: &str,
+) -> CommandResult {
+    let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary: Vec<serde_json::Value> = GROUPS
+        .iter()
+        .map(|group| {
+            let members: Vec<usize> =
+                (0..results.len()).filter(|index| results[*index].group == *group).collect();
+            let mean = |pick: fn(&rfm::RfmFigures) -> i64| {
+                if members.is_empty() {
+                    0.0
+                } else {
+                    members.iter().map(|index| pick(&figures[*index]) as f64).sum::<f64>()
+                        / members.len() as f64
+                }
+            };
+            serde_json::json!({
+                "group": group_code(*group), "name": group.name_zh(), "customers": members.len(),
+                "share": if results.is_empty() { 0.0 } else { members.len() as f64 / results.len() as f64 },
+                "recency_days_mean": mean(|figures| figures.recency_days),
+                "frequency_mean": mean(|figures| figures.frequency),
+                "monetary_minor_mean": mean(|figures| figures.monetary_minor),
+            })
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            writeln!(
+                out,
+                "RFM as of {as_of}: {} purchases, {} customers, {} with purchases (later purchases left out: {})",
+                file.rows,
+                results.len(),
+                cuts.scored,
+                file.accumulator.after_as_of()
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "cuts (means): recency {:.1} days · frequency {:.2} · monetary {:.2}",
+                cuts.recency_days,
+                cuts.frequency,
+                cuts.monetary_minor / 100.0
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "{:<18} {:>10} {:>7} {:>12} {:>10} {:>14}",
+                "group", "customers", "share", "recency d", "frequency", "monetary"
+            )
+            .map_err(io)?;
+            for row in &summary {
+                writeln!(
+                    out,
+                    "{:<18} {:>10} {:>6.1}% {:>12.1} {:>10.2} {:>14.2}",
+                    row["group"].as_str().unwrap_or_default(),
+                    row["customers"].as_u64().unwrap_or(0),
+                    row["share"].as_f64().unwrap_or(0.0) * 100.0,
+                    row["recency_days_mean"].as_f64().unwrap_or(0.0),
+                    row["frequency_mean"].as_f64().unwrap_or(0.0),
+                    row["monetary_minor_mean"].as_f64().unwrap_or(0.0) / 100.0
+                )
+                .map_err(io)?;
+            }
+        }
+        Format::Json => {
+            let customers: Vec<serde_json::Value> = results
+                .iter()
+                .zip(figures)
+                .zip(&file.customer_ids)
+                .map(|((result, figures), id)| {
+                    serde_json::json!({
+                        "customer_id": id, "recency_days": figures.recency_days, "frequency": figures.frequency,
+                        "monetary_minor": figures.monetary_minor, "r": result.recency_score, "f": result.frequency_score,
+                        "m": result.monetary_score, "group": result.group, "segment": result.segment,
+                    })
+                })
+                .collect();
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "as_of": as_of, "purchases": file.rows, "purchases_after_as_of": file.accumulator.after_as_of(),
+                    "cuts": cuts, "groups": summary, "customers": customers,
+                }),
+            )
+            .map_err(|error| Failure::other(error.to_string()))?;
+            writeln!(out).map_err(io)?;
+        }
+        Format::Csv => {
+            writeln!(out, "customer_id,recency_days,frequency,monetary_minor,r,f,m,group,segment")
+                .map_err(io)?;
+            let score = |score: Option<u8>| score.map(|score| score.to_string()).unwrap_or_default();
+            for ((result, figures), id) in results.iter().zip(figures).zip(&file.customer_ids) {
+                let segment = result
+                    .segment
+                    .and_then(|segment| serde_json::to_value(segment).ok())
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{}",
+                    csv_field(id),
+                    figures.recency_days,
+                    figures.frequency,
+                    figures.monetary_minor,
+                    score(result.recency_score),
+                    score(result.frequency_score),
+                    score(result.monetary_score),
+                    group_code(result.group),
+                    segment
+                )
+                .map_err(io)?;
+            }
+        }
+    }
+    out.flush().map_err(io)
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}

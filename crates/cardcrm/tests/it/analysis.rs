@@ -1,0 +1,78 @@
+//! `cardcrm analyze` on a purchases file, with no database: the analyst's path.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn analyze(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cardcrm"));
+    command.arg("--data-dir").arg(dir).arg("analyze").args(args).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARDCRM_") {
+            command.env_remove(key);
+        }
+    }
+    command.output().expect("run cardcrm")
+}
+
+#[test]
+fn rfm_on_a_file_scores_groups_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchases.csv");
+    // A buys often and a lot, recently; B bought a lot long ago; C once, little, long ago;
+    // D only after the analysis day.
+    std::fs::write(
+        &file,
+        "customer_id,timestamp,amount,category\n\
+         A,2026-06-28,1300.00,food\nA,2026-06-20 10:00:00,1250.00,food\nA,2026-06-01,1280.00,drinks\n\
+         B,2026-01-05,900.00,\nB,2026-01-06,800.00,\nB,2026-01-07,700.00,\n\
+         C,2025-12-01,5.00,\n\
+         D,2026-07-02,50.00,\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let output = analyze(dir.path(), &["rfm", "--input", path, "--as-of", "2026-06-30", "--format", "json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((report["purchases"].as_i64(), report["purchases_after_as_of"].as_i64()), (Some(8), Some(1)));
+    let group = |id: &str| {
+        report["customers"].as_array().unwrap().iter().find(|customer| customer["customer_id"] == id).unwrap()
+            ["group"]
+            .clone()
+    };
+    assert_eq!(group("A"), "important_value");
+    assert_eq!(group("B"), "important_retain");
+    assert_eq!(group("C"), "general_win_back");
+    assert_eq!(group("D"), "no_purchase");
+    let a = report["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|customer| customer["customer_id"] == "A")
+        .unwrap();
+    assert_eq!(
+        (a["recency_days"].as_i64(), a["frequency"].as_i64(), a["monetary_minor"].as_i64()),
+        (Some(2), Some(3), Some(383_000))
+    );
+
+    let table = analyze(dir.path(), &["rfm", "--input", path, "--as-of", "2026-06-30"]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("4 customers, 3 with purchases"), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("important_value") && line.contains(" 1 ")), "{text}");
+
+    let csv = analyze(dir.path(), &["rfm", "--input", path, "--as-of", "2026-06-30", "--format", "csv"]);
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().any(|line| line.starts_with("D,0,0,0,,,,no_purchase,")), "{csv}");
+
+    let broken = dir.path().join("broken.csv");
+    std::fs::write(&broken, "customer_id,timestamp,amount\nA,2026-06-28,1.00\nB,2026-06-31,2.00\n").unwrap();
+    let refused = analyze(dir.path(), &["rfm", "--input", broken.to_str().unwrap(), "--as-of", "2026-06-30"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("line 3: timestamp"), "{message}");
+
+    let no_input = analyze(dir.path(), &["rfm", "--as-of", "2026-06-30"]);
+    assert_eq!(no_input.status.code(), Some(2));
+}
