@@ -2,9 +2,12 @@
 //! groups (more analyses join as they are built). No IO, no clock, no database: callers
 //! pass the figures and the moment they describe, and get plain values back.
 
+pub mod bgnbd;
 pub mod features;
+pub mod optimize;
 pub mod quantile;
 pub mod rfm;
+pub mod special;
 
 /// What an analysis refuses, with the reason in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -86,7 +86,11 @@ pub fn read_purchases(
             Ok(true) => {}
             Ok(false) => break,
             Err(error) => {
-                return Err(bad("analysis.unreadable", Some(line), format!("the row does not read: {error}")));
+                return Err(bad(
+                    "analysis.unreadable",
+                    Some(line),
+                    format!("the row does not read: {error}"),
+                ));
             }
         }
         rows += 1;
