@@ -5,7 +5,10 @@
 //! the calibration period. Parameters are fitted by maximum likelihood on the log scale with
 //! Nelder–Mead, as the Python `lifetimes` package does, to a tighter tolerance.
 
-use crate::{AnalyticsError, optimize, special::ln_gamma};
+use crate::{
+    AnalyticsError, optimize,
+    special::{hypergeometric_2f1, ln_gamma},
+};
 
 /// One customer's calibration figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +63,28 @@ impl BgNbd {
         }
         let ratio = ((self.alpha + t) / (self.alpha + t_x)).ln() * (self.r + x);
         1.0 / (1.0 + (self.a / (self.b + x - 1.0)) * ratio.exp())
+    }
+}
+
+impl BgNbd {
+    /// E[X(t) | x, t_x, T]: purchases expected in the next `t` units (lifetimes'
+    /// `conditional_expected_number_of_purchases_up_to_time`, with its fallback through
+    /// Euler's transformation when the series does not converge).
+    pub fn expected_purchases(&self, t: f64, customer: &Calibration) -> f64 {
+        let Self { r, alpha, a, b } = *self;
+        let Calibration { frequency: x, recency: t_x, age: age_t } = *customer;
+        let (big_a, big_b, big_c) = (r + x, b + x, a + b + x - 1.0);
+        let z = t / (alpha + age_t + t);
+        let mut ln_hypergeometric = hypergeometric_2f1(big_a, big_b, big_c, z).ln();
+        if !ln_hypergeometric.is_finite() {
+            ln_hypergeometric = hypergeometric_2f1(big_c - big_a, big_c - big_b, big_c, z).ln()
+                + (big_c - big_a - big_b) * (1.0 - z).ln();
+        }
+        let first = (a + b + x - 1.0) / (a - 1.0);
+        let second = 1.0 - (ln_hypergeometric + (r + x) * ((alpha + age_t) / (alpha + t + age_t)).ln()).exp();
+        let repeat =
+            if x > 0.0 { (a / (b + x - 1.0)) * ((alpha + age_t) / (alpha + t_x)).powf(r + x) } else { 0.0 };
+        first * second / (1.0 + repeat)
     }
 }
 
@@ -143,6 +168,27 @@ mod tests {
         let silent = model.probability_alive(&Calibration { frequency: 3.0, recency: 5.0, age: 38.0 });
         assert!((recent - 0.83781395).abs() < 1e-8, "{recent}");
         assert!((silent - 0.04061338).abs() < 1e-8, "{silent}");
+    }
+
+    #[test]
+    fn expected_purchases_match_lifetimes() {
+        let model = BgNbd {
+            r: 0.2425929282798216,
+            alpha: 4.4135322652718125,
+            a: 0.7928859664406493,
+            b: 2.42575238262571,
+        };
+        // lifetimes' conditional_expected_number_of_purchases_up_to_time(39, x, t_x, T).
+        for ((x, t_x, age), expected) in [
+            ((2.0, 30.43, 38.86), 1.2259104241744159),
+            ((1.0, 1.71, 38.86), 0.2032506242561891),
+            ((0.0, 0.0, 38.86), 0.1947808579394768),
+            ((7.0, 29.43, 38.86), 3.337239646526959),
+            ((40.0, 38.0, 38.86), 26.7795568576079),
+        ] {
+            let found = model.expected_purchases(39.0, &Calibration { frequency: x, recency: t_x, age });
+            assert!(relative(found, expected) < 1e-9, "{x} {t_x}: {found} against {expected}");
+        }
     }
 
     #[test]

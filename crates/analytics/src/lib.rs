@@ -3,7 +3,9 @@
 //! pass the figures and the moment they describe, and get plain values back.
 
 pub mod bgnbd;
+pub mod clv;
 pub mod features;
+pub mod gamma_gamma;
 pub mod optimize;
 pub mod quantile;
 pub mod rfm;

@@ -1,5 +1,5 @@
 //! Special functions the models need: the log-gamma function (Lanczos, g = 7, nine terms:
-//! about 15 significant digits for positive arguments).
+//! about 15 significant digits for positive arguments) and the hypergeometric ₂F₁.
 
 use std::f64::consts::PI;
 
@@ -31,6 +31,22 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
 }
 
+/// The Gauss hypergeometric function ₂F₁(a, b; c; z) for 0 ≤ z < 1 by its power series,
+/// summed until a term no longer moves the sum; NaN when 20,000 terms do not get there.
+pub fn hypergeometric_2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 0..20_000 {
+        let k = f64::from(k);
+        term *= (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
+        sum += term;
+        if term.abs() <= f64::EPSILON * sum.abs() {
+            return sum;
+        }
+    }
+    f64::NAN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +62,7 @@ mod tests {
         // scipy.special.gammaln(0.243) and gammaln(123.456)
         assert!(close(ln_gamma(0.243), 1.3180435846996699), "{}", ln_gamma(0.243));
         assert!(close(ln_gamma(123.456), 469.6055471299295), "{}", ln_gamma(123.456));
+        // ₂F₁(1, 1; 2; z) = −ln(1 − z) / z
+        assert!(close(hypergeometric_2f1(1.0, 1.0, 2.0, 0.5), 2.0 * 2_f64.ln()));
     }
 }
