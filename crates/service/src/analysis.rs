@@ -27,6 +27,24 @@ pub struct PurchaseFile {
     pub customer_ids: Vec<String>,
     pub accumulator: Accumulator,
     pub rows: u64,
+    /// (customer number, day number, amount in minor units) of every purchase, when asked
+    /// for: the period models choose which count (a week unit takes the analysis day's
+    /// whole week, as lifetimes does).
+    pub purchases: Vec<(u32, i32, i64)>,
+}
+
+impl PurchaseFile {
+    /// The analysis day's number.
+    pub fn accumulator_day(&self) -> i32 {
+        self.accumulator.as_of_day()
+    }
+}
+
+/// What [`read_purchases`] keeps beside the per-customer totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Totals,
+    Purchases,
 }
 
 /// Days since 1970-01-01 of a local date.
@@ -46,6 +64,7 @@ pub fn read_purchases(
     zone: &TimeZone,
     as_of: Date,
     currency: Currency,
+    keep: Keep,
     mut progress: impl FnMut(u64),
 ) -> ServiceResult<PurchaseFile> {
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
@@ -77,7 +96,9 @@ pub fn read_purchases(
     };
     let mut numbers: HashMap<String, u32> = HashMap::new();
     let mut customer_ids = Vec::new();
-    let mut accumulator = Accumulator::new(day_number(as_of));
+    let as_of_day = day_number(as_of);
+    let mut accumulator = Accumulator::new(as_of_day);
+    let mut purchases = Vec::new();
     let mut record = csv::StringRecord::new();
     let mut rows = 0_u64;
     loop {
@@ -127,13 +148,17 @@ pub fn read_purchases(
                 number
             }
         };
-        accumulator.add(number, day_number(moment.to_zoned(zone.clone()).date()), amount_minor);
+        let day = day_number(moment.to_zoned(zone.clone()).date());
+        accumulator.add(number, day, amount_minor);
+        if keep == Keep::Purchases {
+            purchases.push((number, day, amount_minor));
+        }
         if rows.is_multiple_of(1_000_000) {
             progress(rows);
         }
     }
     progress(rows);
-    Ok(PurchaseFile { customer_ids, accumulator, rows })
+    Ok(PurchaseFile { customer_ids, accumulator, rows, purchases })
 }
 
 #[cfg(test)]
@@ -142,7 +167,14 @@ mod tests {
 
     fn read(text: &str) -> ServiceResult<PurchaseFile> {
         let zone = TimeZone::get("Asia/Shanghai").unwrap();
-        read_purchases(text.as_bytes(), &zone, Date::constant(2026, 6, 30), Currency::CNY, |_| {})
+        read_purchases(
+            text.as_bytes(),
+            &zone,
+            Date::constant(2026, 6, 30),
+            Currency::CNY,
+            Keep::Purchases,
+            |_| {},
+        )
     }
 
     #[test]
@@ -162,6 +194,7 @@ mod tests {
         assert_eq!(figures[1].monetary_minor, 100);
         assert_eq!(figures[2].frequency, 0, "after the analysis day");
         assert_eq!(file.rows, 4);
+        assert_eq!(file.purchases.len(), 4, "kept whatever the day: the models choose");
     }
 
     #[test]

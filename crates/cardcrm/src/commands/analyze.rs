@@ -4,9 +4,15 @@
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
-use cardcrm_analytics::rfm::{self, Cut, RfmGroup, RfmResult, RfmSettings};
+use cardcrm_analytics::{
+    bgnbd::{self, Calibration},
+    clv,
+    features::{PeriodSummary, period_summaries, week_of_day},
+    gamma_gamma::{self, Spend},
+    rfm::{self, Cut, RfmGroup, RfmResult, RfmSettings},
+};
 use cardcrm_domain::money::Currency;
-use cardcrm_service::analysis::{PurchaseFile, read_purchases};
+use cardcrm_service::analysis::{Keep, PurchaseFile, read_purchases};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,6 +23,37 @@ use crate::GlobalArgs;
 pub enum AnalyzeCommand {
     /// RFM scores (quintiles, pandas' tie rule), the eight classic groups and the segments.
     Rfm(RfmArgs),
+    /// Lifetime value: BG/NBD (expected purchases, P(alive)) and Gamma–Gamma (spend), fitted
+    /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does.
+    Clv(ClvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClvArgs {
+    /// A purchases file: CSV with columns customer_id,timestamp,amount.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The end of the calibration period, YYYY-MM-DD, in the business's time zone: with
+    /// --unit week the whole week (Monday to Sunday) that holds it, as lifetimes counts.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: String,
+    /// The models' time unit: purchases on the same day (or week, Monday to Sunday) count once.
+    #[arg(long, value_enum, default_value_t = Unit::Week)]
+    pub unit: Unit,
+    /// Months of the value horizon.
+    #[arg(long, default_value_t = 12)]
+    pub months: u32,
+    /// Monthly discount rate (0.01: 1% a month).
+    #[arg(long, default_value_t = 0.01)]
+    pub discount: f64,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Unit {
+    Day,
+    Week,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,43 +87,84 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
     let settings = load_settings(global, None)?;
     match command {
         AnalyzeCommand::Rfm(args) => {
-            let Some(input) = args.input else {
-                return Err(Failure::input(
-                    "analyze rfm needs --input FILE for now: the analysis over the database is not built yet",
-                ));
-            };
-            let as_of = cardcrm_domain::date::parse_date(&args.as_of)
-                .map_err(|error| Failure::input(format!("--as-of: {}", error.message)))?;
-            let zone = jiff::tz::TimeZone::get(&settings.default_time_zone)
-                .map_err(|error| Failure::input(format!("time zone: {error}")))?;
-            let currency =
-                Currency::parse(&settings.currency).map_err(|error| Failure::input(error.message))?;
-            let file = std::fs::File::open(&input)
-                .map_err(|error| Failure::input(format!("{}: {error}", input.display())))?;
-            let bar = spinner(args.format == Format::Table);
-            let read = read_purchases(
-                std::io::BufReader::with_capacity(1 << 20, file),
-                &zone,
-                as_of,
-                currency,
-                |rows| {
-                    bar.set_message(format!("{rows} purchases read"));
-                },
-            );
-            bar.finish_and_clear();
-            let file = read.map_err(|error| match error {
-                cardcrm_service::ServiceError::BadFile { line: Some(line), message, .. } => {
-                    Failure::input(format!("{}: line {line}: {message}", input.display()))
-                }
-                other => Failure::from(other),
-            })?;
+            let (file, _) = read_file(
+                &settings,
+                args.input.as_ref(),
+                &args.as_of,
+                Keep::Totals,
+                args.format == Format::Table,
+            )?;
             let figures = file.accumulator.rfm_figures();
             let settings = RfmSettings { bins: args.bins, cut: Cut::Mean };
             let (results, cuts) =
                 rfm::analyse(&figures, &settings).map_err(|error| Failure::input(error.to_string()))?;
             print_rfm(&file, &figures, &results, &cuts, args.format, &args.as_of)
         }
+        AnalyzeCommand::Clv(args) => {
+            let (mut file, currency) = read_file(
+                &settings,
+                args.input.as_ref(),
+                &args.as_of,
+                Keep::Purchases,
+                args.format == Format::Table,
+            )?;
+            let as_of_day = file.accumulator_day();
+            let scale = 10_f64.powi(currency.exponent() as i32);
+            let period = |day: i32| match args.unit {
+                Unit::Day => day,
+                Unit::Week => week_of_day(day),
+            };
+            let mut purchases: Vec<(u32, i32, f64)> = file
+                .purchases
+                .drain(..)
+                .map(|(customer, day, amount_minor)| (customer, period(day), amount_minor as f64 / scale))
+                .collect();
+            let summaries = period_summaries(&mut purchases, file.customer_ids.len(), period(as_of_day));
+            drop(purchases);
+            print_clv(&file, &summaries, &args)
+        }
     }
+}
+
+/// Opens and reads `--input`, with a spinner on a terminal table run.
+fn read_file(
+    settings: &cardcrm_service::config::Settings,
+    input: Option<&PathBuf>,
+    as_of: &str,
+    keep: Keep,
+    show_progress: bool,
+) -> Result<(PurchaseFile, Currency), Failure> {
+    let Some(input) = input else {
+        return Err(Failure::input(
+            "this analysis needs --input FILE for now: the analysis over the database is not built yet",
+        ));
+    };
+    let as_of = cardcrm_domain::date::parse_date(as_of)
+        .map_err(|error| Failure::input(format!("--as-of: {}", error.message)))?;
+    let zone = jiff::tz::TimeZone::get(&settings.default_time_zone)
+        .map_err(|error| Failure::input(format!("time zone: {error}")))?;
+    let currency = Currency::parse(&settings.currency).map_err(|error| Failure::input(error.message))?;
+    let file = std::fs::File::open(input)
+        .map_err(|error| Failure::input(format!("{}: {error}", input.display())))?;
+    let bar = spinner(show_progress);
+    let read = read_purchases(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &zone,
+        as_of,
+        currency,
+        keep,
+        |rows| {
+            bar.set_message(format!("{rows} purchases read"));
+        },
+    );
+    bar.finish_and_clear();
+    let file = read.map_err(|error| match error {
+        cardcrm_service::ServiceError::BadFile { line: Some(line), message, .. } => {
+            Failure::input(format!("{}: line {line}: {message}", input.display()))
+        }
+        other => Failure::from(other),
+    })?;
+    Ok((file, currency))
 }
 
 fn spinner(visible: bool) -> ProgressBar {
@@ -250,4 +328,139 @@ fn csv_field(value: &str) -> String {
     } else {
         value.to_owned()
     }
+}
+
+fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &ClvArgs) -> CommandResult {
+    if !(0.0..1.0).contains(&args.discount) {
+        return Err(Failure::input("--discount must be at least 0 and below 1 (0.01 is 1% a month)"));
+    }
+    let bought: Vec<(usize, PeriodSummary)> = summaries
+        .iter()
+        .enumerate()
+        .filter_map(|(index, summary)| summary.map(|summary| (index, summary)))
+        .collect();
+    let calibration: Vec<Calibration> = bought
+        .iter()
+        .map(|(_, summary)| Calibration {
+            frequency: summary.frequency,
+            recency: summary.recency,
+            age: summary.age,
+        })
+        .collect();
+    let purchases = bgnbd::fit(&calibration).map_err(|error| Failure::input(format!("BG/NBD: {error}")))?;
+    let spends: Vec<Spend> = bought
+        .iter()
+        .map(|(_, summary)| Spend { frequency: summary.frequency, average: summary.average })
+        .collect();
+    let spend = gamma_gamma::fit(&spends).map_err(|error| Failure::input(format!("Gamma–Gamma: {error}")))?;
+    let unit = match args.unit {
+        Unit::Day => clv::Unit::Day,
+        Unit::Week => clv::Unit::Week,
+    };
+    let horizon = f64::from(args.months) * unit.per_month();
+    let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let rows =
+        bought.iter().zip(&calibration).zip(&spends).map(|(((index, summary), calibration), spends)| {
+            let value = clv::lifetime_value(
+                &purchases.parameters,
+                &spend.parameters,
+                calibration,
+                spends,
+                args.months,
+                args.discount,
+                unit,
+            );
+            (
+                &file.customer_ids[*index],
+                summary,
+                purchases.parameters.probability_alive(calibration),
+                purchases.parameters.expected_purchases(horizon, calibration),
+                value,
+            )
+        });
+    let header = serde_json::json!({
+        "as_of": args.as_of, "unit": unit, "customers": bought.len(), "months": args.months,
+        "monthly_discount": args.discount,
+        "bgnbd": purchases, "gamma_gamma": spend,
+    });
+    match args.format {
+        Format::Json => {
+            let customers: Vec<serde_json::Value> = rows
+                .map(|(id, summary, alive, expected, value)| {
+                    serde_json::json!({
+                        "customer_id": id, "frequency": summary.frequency, "recency": summary.recency, "T": summary.age,
+                        "monetary_value": summary.average, "probability_alive": alive,
+                        "expected_purchases": expected, "clv": value,
+                    })
+                })
+                .collect();
+            let mut document = header;
+            document["customers_results"] = serde_json::Value::Array(customers);
+            serde_json::to_writer(&mut out, &document).map_err(|error| Failure::other(error.to_string()))?;
+            writeln!(out).map_err(io)?;
+        }
+        Format::Csv => {
+            writeln!(
+                out,
+                "customer_id,frequency,recency,T,monetary_value,probability_alive,expected_purchases,clv"
+            )
+            .map_err(io)?;
+            for (id, summary, alive, expected, value) in rows {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{alive},{expected},{value}",
+                    csv_field(id),
+                    summary.frequency,
+                    summary.recency,
+                    summary.age,
+                    summary.average
+                )
+                .map_err(io)?;
+            }
+        }
+        Format::Table => {
+            let p = purchases.parameters;
+            let g = spend.parameters;
+            writeln!(
+                out,
+                "CLV as of {} ({} customers with purchases, unit {:?}, {} months, {}% a month)",
+                args.as_of,
+                bought.len(),
+                args.unit,
+                args.months,
+                args.discount * 100.0
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "BG/NBD       r {:.6}  alpha {:.6}  a {:.6}  b {:.6}  log-likelihood {:.4}",
+                p.r, p.alpha, p.a, p.b, purchases.log_likelihood
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "Gamma-Gamma  p {:.6}  q {:.6}  v {:.6}  log-likelihood {:.4} ({} repeat customers)",
+                g.p, g.q, g.v, spend.log_likelihood, spend.customers
+            )
+            .map_err(io)?;
+            let mut values: Vec<f64> = rows.map(|(_, _, _, _, value)| value).collect();
+            values.sort_by(f64::total_cmp);
+            let total: f64 = values.iter().sum();
+            let at = |share: f64| {
+                values.get(((values.len() as f64 - 1.0) * share) as usize).copied().unwrap_or(0.0)
+            };
+            writeln!(
+                out,
+                "CLV          total {total:.2}  mean {:.2}  median {:.2}  p90 {:.2}  max {:.2}",
+                total / values.len().max(1) as f64,
+                at(0.5),
+                at(0.9),
+                at(1.0)
+            )
+            .map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
 }

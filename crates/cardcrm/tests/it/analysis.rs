@@ -76,3 +76,60 @@ fn rfm_on_a_file_scores_groups_and_names_bad_lines() {
     let no_input = analyze(dir.path(), &["rfm", "--as-of", "2026-06-30"]);
     assert_eq!(no_input.status.code(), Some(2));
 }
+
+#[test]
+fn clv_on_a_file_fits_both_models_and_reports_every_buyer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchases.csv");
+    // 60 customers over 2026 with different habits, deterministic; two purchases on one day
+    // count once; C59 buys only after the analysis week.
+    let mut text = String::from("customer_id,timestamp,amount\n");
+    for customer in 0..59 {
+        let every = 5 + customer % 23;
+        let mut day = customer % 11;
+        while day < 170 {
+            let date =
+                jiff::civil::Date::constant(2026, 1, 1).checked_add(jiff::Span::new().days(day)).unwrap();
+            text.push_str(&format!(
+                "C{customer},{date} 12:00:00,{}.{:02}\n",
+                20 + customer * 3 % 70,
+                day % 100
+            ));
+            day += every + (day * 7 + customer) % 9;
+        }
+    }
+    text.push_str("C0,2026-01-01 18:00:00,5.00\nC59,2026-07-20,10.00\n");
+    std::fs::write(&file, text).unwrap();
+    let output = analyze(
+        dir.path(),
+        &[
+            "clv",
+            "--input",
+            file.to_str().unwrap(),
+            "--as-of",
+            "2026-06-30",
+            "--unit",
+            "day",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["customers"], 59, "C59 has no purchase in the calibration period");
+    for model in ["bgnbd", "gamma_gamma"] {
+        assert!(report[model]["log_likelihood"].as_f64().unwrap().is_finite(), "{}", report[model]);
+    }
+    let customers = report["customers_results"].as_array().unwrap();
+    let first = customers.iter().find(|customer| customer["customer_id"] == "C0").unwrap();
+    // C0 starts on day 0 (two purchases that day: one period) and ends before day 170.
+    assert_eq!(first["T"], 180.0, "{first}");
+    for customer in customers {
+        let alive = customer["probability_alive"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&alive) && customer["clv"].as_f64().unwrap() >= 0.0, "{customer}");
+    }
+
+    let table = analyze(dir.path(), &["clv", "--input", file.to_str().unwrap(), "--as-of", "2026-06-30"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("BG/NBD") && text.contains("Gamma-Gamma") && text.contains("unit Week"), "{text}");
+}
