@@ -192,8 +192,9 @@ const GROUPS: [RfmGroup; 9] = [
     RfmGroup::NoPurchase,
 ];
 
-fn group_code(group: RfmGroup) -> String {
-    serde_json::to_value(group).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
+/// The snake_case code a value serialises to (`important_value`, `champions`).
+fn code(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn print_rfm(
@@ -221,7 +222,7 @@ fn print_rfm(
                 }
             };
             serde_json::json!({
-                "group": group_code(*group), "name": group.name_zh(), "customers": members.len(),
+                "group": code(*group), "name": group.name_zh(), "customers": members.len(),
                 "share": if results.is_empty() { 0.0 } else { members.len() as f64 / results.len() as f64 },
                 "recency_days_mean": mean(|figures| figures.recency_days),
                 "frequency_mean": mean(|figures| figures.frequency),
@@ -292,42 +293,41 @@ fn print_rfm(
             writeln!(out).map_err(io)?;
         }
         Format::Csv => {
-            writeln!(out, "customer_id,recency_days,frequency,monetary_minor,r,f,m,group,segment")
-                .map_err(io)?;
+            let mut writer = csv::Writer::from_writer(&mut out);
+            let failed = |error: csv::Error| Failure::other(format!("writing the result: {error}"));
+            writer
+                .write_record([
+                    "customer_id",
+                    "recency_days",
+                    "frequency",
+                    "monetary_minor",
+                    "r",
+                    "f",
+                    "m",
+                    "group",
+                    "segment",
+                ])
+                .map_err(failed)?;
             let score = |score: Option<u8>| score.map(|score| score.to_string()).unwrap_or_default();
             for ((result, figures), id) in results.iter().zip(figures).zip(&file.customer_ids) {
-                let segment = result
-                    .segment
-                    .and_then(|segment| serde_json::to_value(segment).ok())
-                    .and_then(|value| value.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{}",
-                    csv_field(id),
-                    figures.recency_days,
-                    figures.frequency,
-                    figures.monetary_minor,
-                    score(result.recency_score),
-                    score(result.frequency_score),
-                    score(result.monetary_score),
-                    group_code(result.group),
-                    segment
-                )
-                .map_err(io)?;
+                writer
+                    .write_record([
+                        id.clone(),
+                        figures.recency_days.to_string(),
+                        figures.frequency.to_string(),
+                        figures.monetary_minor.to_string(),
+                        score(result.recency_score),
+                        score(result.frequency_score),
+                        score(result.monetary_score),
+                        code(result.group),
+                        result.segment.map(code).unwrap_or_default(),
+                    ])
+                    .map_err(failed)?;
             }
+            writer.flush().map_err(io)?;
         }
     }
     out.flush().map_err(io)
-}
-
-/// Quotes a CSV field when it needs it.
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
 }
 
 fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &ClvArgs) -> CommandResult {
@@ -402,23 +402,35 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
             writeln!(out).map_err(io)?;
         }
         Format::Csv => {
-            writeln!(
-                out,
-                "customer_id,frequency,recency,T,monetary_value,probability_alive,expected_purchases,clv"
-            )
-            .map_err(io)?;
+            let mut writer = csv::Writer::from_writer(&mut out);
+            let failed = |error: csv::Error| Failure::other(format!("writing the result: {error}"));
+            writer
+                .write_record([
+                    "customer_id",
+                    "frequency",
+                    "recency",
+                    "T",
+                    "monetary_value",
+                    "probability_alive",
+                    "expected_purchases",
+                    "clv",
+                ])
+                .map_err(failed)?;
             for (id, summary, alive, expected, value) in rows {
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{alive},{expected},{value}",
-                    csv_field(id),
-                    summary.frequency,
-                    summary.recency,
-                    summary.age,
-                    summary.average
-                )
-                .map_err(io)?;
+                writer
+                    .write_record([
+                        id.clone(),
+                        summary.frequency.to_string(),
+                        summary.recency.to_string(),
+                        summary.age.to_string(),
+                        summary.average.to_string(),
+                        alive.to_string(),
+                        expected.to_string(),
+                        value.to_string(),
+                    ])
+                    .map_err(failed)?;
             }
+            writer.flush().map_err(io)?;
         }
         Format::Table => {
             let p = purchases.parameters;
