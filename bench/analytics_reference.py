@@ -1,0 +1,64 @@
+"""The reference Python stack for bench/analytics, on the same purchases file as cardcrm:
+pandas RFM (quintiles of rank(method="first"), the usual recipe) and lifetimes (BG/NBD,
+Gamma-Gamma, 12-month CLV at 1% a month, weeks). Prints one JSON line of timings and, for
+the agreement check, writes the RFM scores and the CLV results as CSV next to OUT_PREFIX.
+
+    python analytics_reference.py PURCHASES.csv AS_OF OUT_PREFIX
+"""
+
+import json
+import resource
+import sys
+import time
+
+import pandas as pd
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+from lifetimes.utils import summary_data_from_transaction_data
+
+path, as_of, out = sys.argv[1:4]
+timings = {}
+
+start = time.perf_counter()
+purchases = pd.read_csv(path, dtype={"customer_id": str}, parse_dates=["timestamp"])
+timings["load_s"] = time.perf_counter() - start
+
+start = time.perf_counter()
+end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+upto = purchases[purchases["timestamp"] < end]
+rfm = upto.groupby("customer_id").agg(last=("timestamp", "max"), frequency=("timestamp", "size"), monetary=("amount", "sum"))
+# Ties are broken by position: put customers in the order they first appear in the file, as
+# cardcrm numbers them.
+first_seen = purchases["customer_id"].drop_duplicates()
+rfm = rfm.reindex(first_seen[first_seen.isin(rfm.index)])
+rfm["recency_days"] = (pd.Timestamp(as_of).normalize() - rfm["last"].dt.normalize()).dt.days
+rfm["r"] = pd.qcut(rfm["recency_days"].rank(method="first"), 5, labels=[5, 4, 3, 2, 1]).astype(int)
+rfm["f"] = pd.qcut(rfm["frequency"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
+rfm["m"] = pd.qcut(rfm["monetary"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
+timings["rfm_s"] = time.perf_counter() - start
+rfm[["r", "f", "m"]].to_csv(out + "-pandas-rfm.csv")
+
+start = time.perf_counter()
+summary = summary_data_from_transaction_data(
+    purchases, "customer_id", "timestamp", monetary_value_col="amount", observation_period_end=as_of, freq="W"
+)
+timings["summary_s"] = time.perf_counter() - start
+start = time.perf_counter()
+bgf = BetaGeoFitter(penalizer_coef=0.0)
+bgf.fit(summary["frequency"], summary["recency"], summary["T"])
+timings["bgnbd_fit_s"] = time.perf_counter() - start
+repeat = summary[summary["frequency"] > 0]
+start = time.perf_counter()
+ggf = GammaGammaFitter(penalizer_coef=0.0)
+ggf.fit(repeat["frequency"], repeat["monetary_value"])
+timings["gamma_gamma_fit_s"] = time.perf_counter() - start
+start = time.perf_counter()
+bgf.predict = bgf.conditional_expected_number_of_purchases_up_to_time
+clv = ggf.customer_lifetime_value(
+    bgf, summary["frequency"], summary["recency"], summary["T"], summary["monetary_value"], time=12, discount_rate=0.01, freq="W"
+)
+timings["clv_s"] = time.perf_counter() - start
+pd.DataFrame({"clv": clv}).to_csv(out + "-lifetimes-clv.csv")
+timings["bgnbd"] = {k: float(v) for k, v in bgf.params_.items()}
+timings["gamma_gamma"] = {k: float(v) for k, v in ggf.params_.items()}
+timings["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(timings))
