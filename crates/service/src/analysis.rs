@@ -35,7 +35,7 @@ pub struct PurchaseFile {
 
 impl PurchaseFile {
     /// The analysis day's number.
-    pub fn accumulator_day(&self) -> i32 {
+    pub fn as_of_day(&self) -> i32 {
         self.accumulator.as_of_day()
     }
 }

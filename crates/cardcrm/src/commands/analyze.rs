@@ -108,7 +108,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
                 Keep::Purchases,
                 args.format == Format::Table,
             )?;
-            let as_of_day = file.accumulator_day();
+            let as_of_day = file.as_of_day();
             let scale = 10_f64.powi(currency.exponent() as i32);
             let period = |day: i32| match args.unit {
                 Unit::Day => day,
