@@ -14,7 +14,7 @@ use cardcrm_service::{
     crypto::KeyMaterial,
     customers::CustomerRequest,
     ledger::IdempotencyKey,
-    loyalty::{PointsTransferInput, SaleInput, SaleLine, SaleRefundInput},
+    loyalty::{PointsTransferInput, ProgrammeInput, SaleInput, SaleLine, SaleRefundInput},
     rewards::{OrderInput, OrderStatusInput, RewardInput},
 };
 use cardcrm_store::testing::TestDatabase;
@@ -68,6 +68,20 @@ impl World {
         let services = Services::open_with_keys(settings, Arc::new(clock.clone()), &KeyMaterial::generate())
             .await
             .expect("services");
+        // Earning exactly 1 point per 100 minor whatever the tier: a member whose sales reach
+        // silver (2,000.00) would otherwise earn 120%, and the model below counts points, not
+        // tiers (the tier multiplier has its own unit tests).
+        services
+            .create_programme(
+                system().grant().expect("grant"),
+                ProgrammeInput {
+                    effective_from: "2026-03-01T02:00:00Z".into(),
+                    rules: serde_json::json!({"tier_multiplier": false}),
+                    note: Some("property test".into()),
+                },
+            )
+            .await
+            .expect("programme");
         Self { services, clock, _database: database, _directory: directory, key_seq: 0, sale_seq: 0 }
     }
 
