@@ -192,6 +192,21 @@ const GROUPS: [RfmGroup; 9] = [
     RfmGroup::NoPurchase,
 ];
 
+/// Writes a header and rows as CSV (quoted by the csv crate where a field needs it).
+fn write_csv<const N: usize>(
+    out: &mut impl Write,
+    header: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> CommandResult {
+    let failed = |error: csv::Error| Failure::other(format!("writing the result: {error}"));
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(header).map_err(failed)?;
+    for row in rows {
+        writer.write_record(row).map_err(failed)?;
+    }
+    writer.flush().map_err(|error| Failure::other(format!("writing the result: {error}")))
+}
+
 /// The snake_case code a value serialises to (`important_value`, `champions`).
 fn code(value: impl serde::Serialize) -> String {
     serde_json::to_value(value).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
@@ -293,10 +308,10 @@ fn print_rfm(
             writeln!(out).map_err(io)?;
         }
         Format::Csv => {
-            let mut writer = csv::Writer::from_writer(&mut out);
-            let failed = |error: csv::Error| Failure::other(format!("writing the result: {error}"));
-            writer
-                .write_record([
+            let score = |score: Option<u8>| score.map(|score| score.to_string()).unwrap_or_default();
+            write_csv(
+                &mut out,
+                [
                     "customer_id",
                     "recency_days",
                     "frequency",
@@ -306,12 +321,9 @@ fn print_rfm(
                     "m",
                     "group",
                     "segment",
-                ])
-                .map_err(failed)?;
-            let score = |score: Option<u8>| score.map(|score| score.to_string()).unwrap_or_default();
-            for ((result, figures), id) in results.iter().zip(figures).zip(&file.customer_ids) {
-                writer
-                    .write_record([
+                ],
+                results.iter().zip(figures).zip(&file.customer_ids).map(|((result, figures), id)| {
+                    [
                         id.clone(),
                         figures.recency_days.to_string(),
                         figures.frequency.to_string(),
@@ -321,10 +333,9 @@ fn print_rfm(
                         score(result.monetary_score),
                         code(result.group),
                         result.segment.map(code).unwrap_or_default(),
-                    ])
-                    .map_err(failed)?;
-            }
-            writer.flush().map_err(io)?;
+                    ]
+                }),
+            )?;
         }
     }
     out.flush().map_err(io)
@@ -402,10 +413,9 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
             writeln!(out).map_err(io)?;
         }
         Format::Csv => {
-            let mut writer = csv::Writer::from_writer(&mut out);
-            let failed = |error: csv::Error| Failure::other(format!("writing the result: {error}"));
-            writer
-                .write_record([
+            write_csv(
+                &mut out,
+                [
                     "customer_id",
                     "frequency",
                     "recency",
@@ -414,11 +424,9 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
                     "probability_alive",
                     "expected_purchases",
                     "clv",
-                ])
-                .map_err(failed)?;
-            for (id, summary, alive, expected, value) in rows {
-                writer
-                    .write_record([
+                ],
+                rows.map(|(id, summary, alive, expected, value)| {
+                    [
                         id.clone(),
                         summary.frequency.to_string(),
                         summary.recency.to_string(),
@@ -427,10 +435,9 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
                         alive.to_string(),
                         expected.to_string(),
                         value.to_string(),
-                    ])
-                    .map_err(failed)?;
-            }
-            writer.flush().map_err(io)?;
+                    ]
+                }),
+            )?;
         }
         Format::Table => {
             let p = purchases.parameters;
