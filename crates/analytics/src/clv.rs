@@ -4,28 +4,33 @@
 
 use crate::{
     bgnbd::{BgNbd, Calibration},
+    features::PeriodUnit as Unit,
     gamma_gamma::{GammaGamma, Spend},
+    parallel,
 };
 
 /// Most months a horizon may have.
 pub const MONTHS_MAX: u32 = 600;
 
-/// The model's time unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    Day,
-    Week,
+/// The horizon of a valuation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Horizon {
+    pub months: u32,
+    /// 0.01 is 1% a month.
+    pub monthly_discount: f64,
+    pub unit: Unit,
 }
 
-impl Unit {
-    /// Units in a month, as lifetimes counts them (30 days, 4.345 weeks).
-    pub fn per_month(self) -> f64 {
-        match self {
-            Self::Day => 30.0,
-            Self::Week => 4.345,
-        }
-    }
+/// What the models say of one customer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    pub probability_alive: f64,
+    /// Purchases expected over the whole horizon.
+    pub expected_purchases: f64,
+    /// Expected spend per purchase (Gamma–Gamma).
+    pub expected_average: f64,
+    /// Discounted value over the horizon.
+    pub value: f64,
 }
 
 /// The value of one customer over `months`, at `monthly_discount` (0.01: 1% a month).
@@ -38,16 +43,76 @@ pub fn lifetime_value(
     monthly_discount: f64,
     unit: Unit,
 ) -> f64 {
+    let horizon = Horizon { months, monthly_discount, unit };
+    let mut scratch = Scratch::new(&horizon);
+    predict_one(purchases, spend, calibration, average, &horizon, &mut scratch).value
+}
+
+/// Month ends of the horizon in model units, and room for the expected purchases at each.
+struct Scratch {
+    times: Vec<f64>,
+    expected: Vec<f64>,
+    discounts: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(horizon: &Horizon) -> Self {
+        let months = horizon.months.clamp(1, MONTHS_MAX);
+        let factor = horizon.unit.per_month();
+        Self {
+            times: (1..=months).map(|month| f64::from(month) * factor).collect(),
+            expected: vec![0.0; months as usize],
+            discounts: (1..=months)
+                .map(|month| (1.0 + horizon.monthly_discount).powf(f64::from(month)))
+                .collect(),
+        }
+    }
+}
+
+fn predict_one(
+    purchases: &BgNbd,
+    spend: &GammaGamma,
+    calibration: &Calibration,
+    average: &Spend,
+    horizon: &Horizon,
+    scratch: &mut Scratch,
+) -> Prediction {
     let per_purchase = spend.expected_average(average);
-    let factor = unit.per_month();
+    purchases.expected_purchases_at(&scratch.times, calibration, &mut scratch.expected);
     let mut value = 0.0;
     let mut before = 0.0;
-    for month in 1..=months.min(MONTHS_MAX) {
-        let until = purchases.expected_purchases(f64::from(month) * factor, calibration);
-        value += per_purchase * (until - before) / (1.0 + monthly_discount).powf(f64::from(month));
-        before = until;
+    for (until, discount) in scratch.expected.iter().zip(&scratch.discounts) {
+        value += per_purchase * (until - before) / discount;
+        before = *until;
     }
-    value
+    Prediction {
+        probability_alive: purchases.probability_alive(calibration),
+        expected_purchases: before,
+        expected_average: per_purchase,
+        value: if horizon.months == 0 { 0.0 } else { value },
+    }
+}
+
+/// Every customer's prediction, in order, on all cores.
+pub fn predict(
+    purchases: &BgNbd,
+    spend: &GammaGamma,
+    customers: &[(Calibration, Spend)],
+    horizon: &Horizon,
+) -> Vec<Prediction> {
+    parallel::fold(
+        customers,
+        || (Vec::new(), Scratch::new(horizon)),
+        |(mut found, mut scratch), (calibration, average)| {
+            found.push(predict_one(purchases, spend, calibration, average, horizon, &mut scratch));
+            (found, scratch)
+        },
+        |(mut left, scratch), (right, _)| {
+            left.extend(right);
+            (left, scratch)
+        },
+    )
+    .0
 }
 
 #[cfg(test)]

@@ -84,61 +84,151 @@ impl Accumulator {
 /// definitions of lifetimes' `summary_data_from_transaction_data`): purchases on the same
 /// period (day or week) count once; `frequency` is the number of periods with a purchase
 /// less one; `recency` the periods from the first to the last; `age` the periods from the
-/// first to the end period; `average` the mean of the repeat periods' totals (the first
-/// period left out; 0 without repeats), in the amounts' own unit.
+/// first to the end period; `average_minor` the mean of the repeat periods' totals (the
+/// first period left out; 0 without repeats), in minor units.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PeriodSummary {
     pub frequency: f64,
     pub recency: f64,
     pub age: f64,
-    pub average: f64,
+    pub average_minor: f64,
 }
 
-/// A purchase for [`period_summaries`]: customer number, period number, amount.
-pub type PeriodPurchase = (u32, i32, f64);
+/// The models' time unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodUnit {
+    Day,
+    Week,
+}
 
-/// Summaries per customer number (`None`: no purchase up to `end_period`). Sorts `purchases`
-/// in place (customer, then period): memory is that of the purchases given.
+impl PeriodUnit {
+    /// The period number of a day number.
+    pub fn period_of_day(self, day: i32) -> i32 {
+        match self {
+            Self::Day => day,
+            Self::Week => week_of_day(day),
+        }
+    }
+
+    /// Units in a month, as lifetimes counts them (30 days, 4.345 weeks).
+    pub fn per_month(self) -> f64 {
+        match self {
+            Self::Day => 30.0,
+            Self::Week => 4.345,
+        }
+    }
+}
+
+/// A purchase for [`period_summaries`]: customer number, period number, amount in minor units.
+pub type PeriodPurchase = (u32, i32, i64);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PeriodState {
+    first: i32,
+    last: i32,
+    /// 0: no purchase yet.
+    periods: u32,
+    last_total_minor: i64,
+    repeat_total_minor: i64,
+}
+
+/// Period summaries built while purchases stream past, when each customer's purchases come
+/// in time order (as exports are written): memory per customer, not per purchase. A
+/// purchase earlier than its customer's last period makes the result unusable
+/// ([`in_order`](Self::in_order) turns false): the caller then sorts ([`period_summaries`]).
+#[derive(Debug, Clone)]
+pub struct PeriodAccumulator {
+    end_period: i32,
+    states: Vec<PeriodState>,
+    in_order: bool,
+}
+
+impl PeriodAccumulator {
+    pub fn new(end_period: i32) -> Self {
+        Self { end_period, states: Vec::new(), in_order: true }
+    }
+
+    /// Adds a purchase of customer number `customer` in `period`; purchases after the end
+    /// period are left out.
+    pub fn add(&mut self, customer: u32, period: i32, amount_minor: i64) {
+        let index = customer as usize;
+        if index >= self.states.len() {
+            self.states.resize(index + 1, PeriodState::default());
+        }
+        if period > self.end_period {
+            return;
+        }
+        let state = &mut self.states[index];
+        if state.periods == 0 {
+            *state = PeriodState {
+                first: period,
+                last: period,
+                periods: 1,
+                last_total_minor: amount_minor,
+                repeat_total_minor: 0,
+            };
+        } else if period == state.last {
+            state.last_total_minor = state.last_total_minor.saturating_add(amount_minor);
+        } else if period > state.last {
+            if state.periods > 1 {
+                state.repeat_total_minor = state.repeat_total_minor.saturating_add(state.last_total_minor);
+            }
+            state.periods += 1;
+            state.last = period;
+            state.last_total_minor = amount_minor;
+        } else {
+            self.in_order = false;
+        }
+    }
+
+    /// Whether every customer's purchases came in time order (the summaries are right).
+    pub fn in_order(&self) -> bool {
+        self.in_order
+    }
+
+    /// Summaries per customer number, for `customers` customers (`None`: no purchase up to
+    /// the end period).
+    pub fn summaries(&self, customers: usize) -> Vec<Option<PeriodSummary>> {
+        debug_assert!(self.in_order, "summaries of purchases out of order");
+        let mut summaries: Vec<Option<PeriodSummary>> = self
+            .states
+            .iter()
+            .map(|state| {
+                (state.periods > 0).then(|| {
+                    let frequency = f64::from(state.periods - 1);
+                    let repeat_minor = if state.periods > 1 {
+                        state.repeat_total_minor.saturating_add(state.last_total_minor)
+                    } else {
+                        0
+                    };
+                    PeriodSummary {
+                        frequency,
+                        recency: f64::from(state.last - state.first),
+                        age: f64::from(self.end_period - state.first),
+                        average_minor: if state.periods > 1 { repeat_minor as f64 / frequency } else { 0.0 },
+                    }
+                })
+            })
+            .collect();
+        summaries.resize(customers, None);
+        summaries
+    }
+}
+
+/// Summaries per customer number (`None`: no purchase up to `end_period`) of purchases in
+/// any order: sorts `purchases` in place (customer, then period) and streams them.
 pub fn period_summaries(
     purchases: &mut [PeriodPurchase],
     customers: usize,
     end_period: i32,
 ) -> Vec<Option<PeriodSummary>> {
     purchases.sort_unstable_by_key(|purchase| (purchase.0, purchase.1));
-    let mut summaries = vec![None; customers];
-    let mut start = 0;
-    while start < purchases.len() {
-        let customer = purchases[start].0;
-        let mut end = start;
-        while end < purchases.len() && purchases[end].0 == customer {
-            end += 1;
-        }
-        let rows = purchases[start..end].iter().filter(|purchase| purchase.1 <= end_period);
-        let (mut first, mut last, mut periods, mut repeat_total) = (None::<i32>, 0, 0_u32, 0.0);
-        let mut current = None::<i32>;
-        for (_, period, amount) in rows {
-            if current != Some(*period) {
-                current = Some(*period);
-                periods += 1;
-                last = *period;
-                first.get_or_insert(*period);
-            }
-            if first != Some(*period) {
-                repeat_total += amount;
-            }
-        }
-        if let (Some(first), Some(slot)) = (first, summaries.get_mut(customer as usize)) {
-            let frequency = f64::from(periods - 1);
-            *slot = Some(PeriodSummary {
-                frequency,
-                recency: f64::from(last - first),
-                age: f64::from(end_period - first),
-                average: if periods > 1 { repeat_total / frequency } else { 0.0 },
-            });
-        }
-        start = end;
+    let mut accumulator = PeriodAccumulator::new(end_period);
+    for (customer, period, amount_minor) in purchases.iter() {
+        accumulator.add(*customer, *period, *amount_minor);
     }
-    summaries
+    accumulator.summaries(customers)
 }
 
 /// The week (Monday to Sunday, pandas' `W-SUN` period) of a day number: 1970-01-01 was a
@@ -172,24 +262,37 @@ mod tests {
         // Customer 0: two purchases on day 10 (one period), then days 12 and 12, then 20;
         // customer 1: one day only; customer 2: only after the end.
         let mut purchases = vec![
-            (0, 20, 7.0),
-            (0, 10, 1.0),
-            (1, 15, 3.0),
-            (0, 12, 2.0),
-            (0, 10, 4.0),
-            (0, 12, 6.0),
-            (2, 40, 1.0),
+            (0, 20, 700),
+            (0, 10, 100),
+            (1, 15, 300),
+            (0, 12, 200),
+            (0, 10, 400),
+            (0, 12, 600),
+            (2, 40, 100),
         ];
-        let summaries = period_summaries(&mut purchases, 3, 30);
+        let summaries = period_summaries(&mut purchases, 4, 30);
         assert_eq!(
             summaries[0],
-            Some(PeriodSummary { frequency: 2.0, recency: 10.0, age: 20.0, average: 7.5 })
+            Some(PeriodSummary { frequency: 2.0, recency: 10.0, age: 20.0, average_minor: 750.0 })
         );
         assert_eq!(
             summaries[1],
-            Some(PeriodSummary { frequency: 0.0, recency: 0.0, age: 15.0, average: 0.0 })
+            Some(PeriodSummary { frequency: 0.0, recency: 0.0, age: 15.0, average_minor: 0.0 })
         );
         assert_eq!(summaries[2], None);
+        assert_eq!(summaries[3], None, "a customer number past the last purchase has no summary");
+        // The same purchases streamed in time order give the same summaries.
+        let mut streamed = PeriodAccumulator::new(30);
+        for (customer, period, amount) in
+            [(0, 10, 100), (0, 10, 400), (0, 12, 200), (1, 15, 300), (0, 12, 600), (0, 20, 700), (2, 40, 100)]
+        {
+            streamed.add(customer, period, amount);
+        }
+        assert!(streamed.in_order());
+        assert_eq!(streamed.summaries(4), summaries);
+        // One purchase before its customer's last period: the stream says so.
+        streamed.add(0, 11, 1);
+        assert!(!streamed.in_order());
     }
 
     #[test]

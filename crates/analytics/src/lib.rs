@@ -6,7 +6,9 @@ pub mod bgnbd;
 pub mod clv;
 pub mod features;
 pub mod gamma_gamma;
+pub mod kmeans;
 pub mod optimize;
+pub mod parallel;
 pub mod quantile;
 pub mod rfm;
 pub mod special;
@@ -18,4 +20,6 @@ pub enum AnalyticsError {
     OutOfRange { what: &'static str, min: i64, max: i64, found: i64 },
     #[error("{what}: {length} values where {expected} were expected")]
     LengthMismatch { what: &'static str, length: usize, expected: usize },
+    #[error("customer {index}: {what}")]
+    InvalidFigure { what: &'static str, index: usize },
 }

@@ -56,7 +56,7 @@ enum Command {
     /// Check and report on the stored-value ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
-    /// Customer analyses (RFM; on a purchases file with --input).
+    /// Customer analyses (RFM, K-means, CLV; on a purchases file with --input).
     #[command(subcommand)]
     Analyze(commands::analyze::AnalyzeCommand),
     /// Run the loyalty jobs (points expiry, expiry reminders, tier review) now.

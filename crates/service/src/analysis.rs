@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, io::Read};
 
-use cardcrm_analytics::features::Accumulator;
+use cardcrm_analytics::features::{Accumulator, PeriodAccumulator, PeriodUnit};
 use cardcrm_domain::{
     date,
     money::{Currency, parse_amount_minor},
@@ -27,10 +27,14 @@ pub struct PurchaseFile {
     pub customer_ids: Vec<String>,
     pub accumulator: Accumulator,
     pub rows: u64,
-    /// (customer number, day number, amount in minor units) of every purchase, when asked
-    /// for: the period models choose which count (a week unit takes the analysis day's
-    /// whole week, as lifetimes does).
+    /// (customer number, period number, amount in minor units) of every purchase, with
+    /// [`Keep::Purchases`]: the period models choose which count (a week unit takes the
+    /// analysis day's whole week, as lifetimes does).
     pub purchases: Vec<(u32, i32, i64)>,
+    /// The period summaries built while reading, with [`Keep::Periods`] (check
+    /// [`PeriodAccumulator::in_order`]: a file not in time order per customer needs
+    /// [`Keep::Purchases`] and a sort).
+    pub periods: Option<PeriodAccumulator>,
 }
 
 impl PurchaseFile {
@@ -44,13 +48,78 @@ impl PurchaseFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
     Totals,
-    Purchases,
+    /// Period summaries in this unit, built as the rows pass (memory per customer).
+    Periods(PeriodUnit),
+    /// Every purchase, by period of this unit (memory per purchase).
+    Purchases(PeriodUnit),
 }
 
 /// Days since 1970-01-01 of a local date.
 pub fn day_number(date: Date) -> i32 {
-    let epoch = Date::constant(1970, 1, 1);
-    date.since((jiff::Unit::Day, epoch)).map_or(0, |span| span.get_days())
+    days_from_civil(i32::from(date.year()), i32::from(date.month()), i32::from(date.day()))
+}
+
+/// Days since 1970-01-01 of year, month, day in the proleptic Gregorian calendar (Howard
+/// Hinnant's `days_from_civil`: years counted from March, 400-year eras).
+fn days_from_civil(year: i32, month: i32, day: i32) -> i32 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn digits(bytes: &[u8]) -> Option<i32> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0, |value, digit| value * 10 + i32::from(digit - b'0')))
+}
+
+/// The day of a plain `YYYY-MM-DD`, or of a local `YYYY-MM-DD[T ]HH:MM[:SS[.fraction]]`
+/// without a zone designator: such a moment is local to the business's zone, so its day is
+/// its date and no zone arithmetic is needed. `None` for anything else (the general parser
+/// decides).
+fn plain_local_day(raw: &str) -> Option<i32> {
+    let bytes = raw.trim().as_bytes();
+    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(&bytes[..4])?, digits(&bytes[5..7])?, digits(&bytes[8..10])?);
+    Date::new(i16::try_from(year).ok()?, i8::try_from(month).ok()?, i8::try_from(day).ok()?).ok()?;
+    let time = &bytes[10..];
+    if !time.is_empty() {
+        if !(time[0] == b'T' || time[0] == b' ') || time.len() < 6 || time[3] != b':' {
+            return None;
+        }
+        let (hour, minute) = (digits(&time[1..3])?, digits(&time[4..6])?);
+        if hour > 23 || minute > 59 {
+            return None;
+        }
+        let rest = &time[6..];
+        if !rest.is_empty() {
+            if rest.len() < 3 || rest[0] != b':' || digits(&rest[1..3])? > 59 {
+                return None;
+            }
+            let fraction = &rest[3..];
+            if !fraction.is_empty()
+                && (fraction[0] != b'.' || digits(&fraction[1..]).is_none() || fraction.len() > 10)
+            {
+                return None;
+            }
+        }
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// The local day number of a timestamp field in `zone`.
+fn local_day(raw: &str, zone: &TimeZone) -> Result<i32, String> {
+    if let Some(day) = plain_local_day(raw) {
+        return Ok(day);
+    }
+    let moment: Timestamp = date::parse_moment(raw, zone).map_err(|error| error.message)?;
+    Ok(day_number(moment.to_zoned(zone.clone()).date()))
 }
 
 fn bad(code: &'static str, line: Option<u64>, message: String) -> ServiceError {
@@ -94,16 +163,20 @@ pub fn read_purchases(
             ),
         ));
     };
-    let mut numbers: HashMap<String, u32> = HashMap::new();
+    let mut numbers: HashMap<String, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut customer_ids = Vec::new();
     let as_of_day = day_number(as_of);
     let mut accumulator = Accumulator::new(as_of_day);
     let mut purchases = Vec::new();
-    let mut record = csv::StringRecord::new();
+    let mut periods = match keep {
+        Keep::Periods(unit) => Some((unit, PeriodAccumulator::new(unit.period_of_day(as_of_day)))),
+        _ => None,
+    };
+    let mut record = csv::ByteRecord::new();
     let mut rows = 0_u64;
     loop {
         let line = rows + 2;
-        match csv.read_record(&mut record) {
+        match csv.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(error) => {
@@ -122,15 +195,17 @@ pub fn read_purchases(
                 format!("at most {ANALYSIS_ROWS_MAX} rows"),
             ));
         }
-        let customer = record.get(customer_column).unwrap_or_default().trim();
+        let field = |column: usize, name: &str| {
+            std::str::from_utf8(record.get(column).unwrap_or_default())
+                .map_err(|_| bad("analysis.row_invalid", Some(line), format!("{name}: it is not UTF-8 text")))
+        };
+        let customer = field(customer_column, "customer_id")?.trim();
         if customer.is_empty() {
             return Err(bad("analysis.row_invalid", Some(line), "customer_id: it is empty".into()));
         }
-        let moment: Timestamp = date::parse_moment(record.get(time_column).unwrap_or_default(), zone)
-            .map_err(|error| {
-                bad("analysis.row_invalid", Some(line), format!("timestamp: {}", error.message))
-            })?;
-        let amount_minor = parse_amount_minor(record.get(amount_column).unwrap_or_default(), currency)
+        let day = local_day(field(time_column, "timestamp")?, zone)
+            .map_err(|message| bad("analysis.row_invalid", Some(line), format!("timestamp: {message}")))?;
+        let amount_minor = parse_amount_minor(field(amount_column, "amount")?, currency)
             .map_err(|error| bad("analysis.row_invalid", Some(line), format!("amount: {}", error.message)))?;
         let number = match numbers.get(customer) {
             Some(number) => *number,
@@ -148,17 +223,25 @@ pub fn read_purchases(
                 number
             }
         };
-        let day = day_number(moment.to_zoned(zone.clone()).date());
         accumulator.add(number, day, amount_minor);
-        if keep == Keep::Purchases {
-            purchases.push((number, day, amount_minor));
+        if let Keep::Purchases(unit) = keep {
+            purchases.push((number, unit.period_of_day(day), amount_minor));
+        }
+        if let Some((unit, periods)) = periods.as_mut() {
+            periods.add(number, unit.period_of_day(day), amount_minor);
         }
         if rows.is_multiple_of(1_000_000) {
             progress(rows);
         }
     }
     progress(rows);
-    Ok(PurchaseFile { customer_ids, accumulator, rows, purchases })
+    Ok(PurchaseFile {
+        customer_ids,
+        accumulator,
+        rows,
+        purchases,
+        periods: periods.map(|(_, periods)| periods),
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +255,7 @@ mod tests {
             &zone,
             Date::constant(2026, 6, 30),
             Currency::CNY,
-            Keep::Purchases,
+            Keep::Purchases(PeriodUnit::Day),
             |_| {},
         )
     }
@@ -220,5 +303,68 @@ mod tests {
     fn day_numbers_count_from_1970() {
         assert_eq!(day_number(Date::constant(1970, 1, 2)), 1);
         assert_eq!(day_number(Date::constant(2026, 6, 30)) - day_number(Date::constant(2026, 6, 1)), 29);
+        // Every day from 1600 to 2400 against jiff's own count.
+        let epoch = Date::constant(1970, 1, 1);
+        let mut date = Date::constant(1600, 1, 1);
+        while date < Date::constant(2400, 1, 1) {
+            let expected = date.since((jiff::Unit::Day, epoch)).unwrap().get_days();
+            assert_eq!(day_number(date), expected, "{date}");
+            date = date.tomorrow().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_plain_local_day_agrees_with_the_general_parser_and_refuses_what_it_does_not_know() {
+        let zone = TimeZone::get("Asia/Shanghai").unwrap();
+        for raw in [
+            "2026-06-30",
+            "2026-06-30 23:59:59",
+            "2026-06-30T00:00",
+            "2024-02-29 12:00:00.125",
+            " 2026-01-01 ",
+        ] {
+            let general = date::parse_moment(raw, &zone).unwrap();
+            assert_eq!(
+                plain_local_day(raw),
+                Some(day_number(general.to_zoned(zone.clone()).date())),
+                "{raw}"
+            );
+        }
+        for raw in [
+            "2026-02-30",
+            "2026-06-30 24:00",
+            "2026-06-30T12:00Z",
+            "2026-06-30 12:00+08:00",
+            "2026-6-30",
+            "2026-06-30 12:60",
+            "2026-06-30 1:00",
+            "2026-06-30x",
+        ] {
+            assert_eq!(plain_local_day(raw), None, "{raw}");
+        }
+        // Refused by the fast path, read by the general one: 20:00Z is the next local day.
+        assert_eq!(local_day("2026-06-29T20:00:00Z", &zone), Ok(day_number(Date::constant(2026, 6, 30))));
+        assert!(local_day("2026-02-30", &zone).is_err());
+    }
+
+    #[test]
+    fn periods_stream_as_the_rows_are_read() {
+        let zone = TimeZone::get("Asia/Shanghai").unwrap();
+        let text = "customer_id,timestamp,amount\nA,2026-06-01,10.00\nA,2026-06-01,5.00\nB,2026-06-02,1\nA,2026-06-10,3.00\n";
+        let file = read_purchases(
+            text.as_bytes(),
+            &zone,
+            Date::constant(2026, 6, 30),
+            Currency::CNY,
+            Keep::Periods(PeriodUnit::Day),
+            |_| {},
+        )
+        .unwrap();
+        let periods = file.periods.unwrap();
+        assert!(periods.in_order());
+        let summaries = periods.summaries(2);
+        let a = summaries[0].unwrap();
+        assert_eq!((a.frequency, a.recency, a.age, a.average_minor), (1.0, 9.0, 29.0, 300.0));
+        assert!(file.purchases.is_empty(), "nothing kept per purchase");
     }
 }

@@ -17,11 +17,20 @@ pub struct DemoSize {
     /// Share of customers registered twice (same phone through another channel), to give
     /// the duplicate finder something to find.
     pub duplicate_rate: f64,
+    /// Write the transactions in time order (as a till's export is) instead of in the order
+    /// drawn: the same transactions, held in memory (about 40 bytes each) and sorted.
+    pub in_time_order: bool,
 }
 
 impl Default for DemoSize {
     fn default() -> Self {
-        Self { customers: 2_000, transactions: 40_000, seed: 20_261_122, duplicate_rate: 0.0 }
+        Self {
+            customers: 2_000,
+            transactions: 40_000,
+            seed: 20_261_122,
+            duplicate_rate: 0.0,
+            in_time_order: false,
+        }
     }
 }
 
@@ -366,7 +375,16 @@ pub fn write_demo(
         .checked_sub(i64::from(window_days).days())
         .map_err(|_| ServiceError::Config("demo window out of range".into()))?;
     let now_ms = now.as_millisecond();
-    for index in 0..size.transactions {
+    /// One drawn transaction, compact so that a time-ordered file can hold them all.
+    struct Drawn {
+        moment_ms: i64,
+        amount_minor: i64,
+        who: u32,
+        store: u16,
+        category: u8,
+        channel: u8,
+    }
+    let mut draw = || {
         let target = rng.next_f64() * total;
         let who = cumulative.partition_point(|sum| *sum <= target).min(shoppers.len() - 1);
         let shopper = &shoppers[who];
@@ -374,28 +392,39 @@ pub fn write_demo(
             + rng.below(u64::from(shopper.active_until_day - shopper.active_from_day)) as u32;
         let date = window_start.checked_add(i64::from(day).days()).unwrap_or(today);
         let hour = (10.0 + 12.0 * rng.next_f64().powf(0.8)) as i64;
-        let moment = date
+        let moment_ms = date
             .at(hour.min(22) as i8, rng.between(0, 59) as i8, rng.between(0, 59) as i8, 0)
             .to_zoned(zone.clone())
             .map(|zoned| zoned.timestamp().as_millisecond())
             .unwrap_or(now_ms)
             .min(now_ms - 60_000);
-        let local = Timestamp::from_millisecond(moment)
-            .map(|at| at.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
         let category = if rng.chance(0.45) {
             shopper.favourite_category as usize
         } else {
             rng.weighted(&category_weights)
         };
-        let (category_name, _, median, spread) = CATEGORIES[category];
-        let amount = (rng.log_normal(median * shopper.spend, spread)).clamp(100.0, 5_000_000.0) as i64;
-        let store_index = if rng.chance(0.85) {
+        let (_, _, median, spread) = CATEGORIES[category];
+        let amount_minor = (rng.log_normal(median * shopper.spend, spread)).clamp(100.0, 5_000_000.0) as i64;
+        let store = if rng.chance(0.85) {
             shopper.home_store as usize
         } else {
             rng.below(stores.len() as u64) as usize
         };
-        let channel = match rng.weighted(&[7.0, 2.0, 1.0]) {
+        let channel = rng.weighted(&[7.0, 2.0, 1.0]) as u8;
+        Drawn {
+            moment_ms,
+            amount_minor,
+            who: who as u32,
+            store: store as u16,
+            category: category as u8,
+            channel,
+        }
+    };
+    let mut write = |index: u64, drawn: &Drawn| -> Result<(), ServiceError> {
+        let local = Timestamp::from_millisecond(drawn.moment_ms)
+            .map(|at| at.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let channel = match drawn.channel {
             0 => "store",
             1 => "online_shop",
             _ => "app",
@@ -403,16 +432,29 @@ pub fn write_demo(
         transactions
             .write_record([
                 format!("T{index:010}").as_str(),
-                &format!("M{who:08}"),
-                &stores[store_index].code,
+                &format!("M{:08}", drawn.who),
+                &stores[usize::from(drawn.store)].code,
                 &local,
-                &format!("{}.{:02}", amount / 100, amount % 100),
-                category_name,
+                &format!("{}.{:02}", drawn.amount_minor / 100, drawn.amount_minor % 100),
+                CATEGORIES[usize::from(drawn.category)].0,
                 channel,
             ])
             .map_err(io)?;
-        if index % 100_000 == 0 {
+        if index.is_multiple_of(100_000) {
             progress(size.customers + index);
+        }
+        Ok(())
+    };
+    if size.in_time_order {
+        let mut drawn: Vec<Drawn> = (0..size.transactions).map(|_| draw()).collect();
+        drawn.sort_by_key(|drawn| drawn.moment_ms);
+        for (index, drawn) in drawn.iter().enumerate() {
+            write(index as u64, drawn)?;
+        }
+    } else {
+        for index in 0..size.transactions {
+            let drawn = draw();
+            write(index, &drawn)?;
         }
     }
     transactions.flush().map_err(|error| ServiceError::Config(format!("writing demo data: {error}")))

@@ -57,6 +57,9 @@ pub struct GenerateArgs {
     /// Share of customers registered twice with the same phone (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_rate: f64,
+    /// Write the transactions in time order (as a till's export is), not in the order drawn.
+    #[arg(long)]
+    pub in_time_order: bool,
 }
 
 fn io_failure(path: &Path, error: std::io::Error) -> Failure {
@@ -99,6 +102,7 @@ pub fn generate(_global: &GlobalArgs, args: GenerateArgs) -> CommandResult {
         transactions: args.size.transactions,
         seed: args.size.seed,
         duplicate_rate: args.duplicate_rate,
+        in_time_order: args.in_time_order,
     };
     write_files(&args.out, &size)?;
     println!(
@@ -272,6 +276,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> CommandResult {
         transactions: args.size.transactions,
         seed: args.size.seed,
         duplicate_rate: 0.005,
+        in_time_order: false,
     };
     if services.customer_count().await? == 0 {
         println!(

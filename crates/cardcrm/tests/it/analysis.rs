@@ -133,3 +133,159 @@ fn clv_on_a_file_fits_both_models_and_reports_every_buyer() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("BG/NBD") && text.contains("Gamma-Gamma") && text.contains("unit Week"), "{text}");
 }
+
+/// Purchases of `customers` customers with deterministic habits over the first half of 2026,
+/// written customer by customer (each customer's rows in time order).
+fn habits(customers: u32) -> Vec<String> {
+    let mut rows = Vec::new();
+    for customer in 0..customers {
+        let every = 3 + customer % 29;
+        let mut day = customer % 13;
+        while day < 175 {
+            let date =
+                jiff::civil::Date::constant(2026, 1, 1).checked_add(jiff::Span::new().days(day)).unwrap();
+            rows.push(format!(
+                "C{customer},{date} 10:30:00,{}.{:02}",
+                10 + (customer * 7 + day) % 300,
+                day % 100
+            ));
+            day += every + (day + customer) % 5;
+        }
+    }
+    rows
+}
+
+#[test]
+fn clv_reads_a_file_in_time_order_and_one_out_of_order_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = habits(40);
+    let ordered = dir.path().join("ordered.csv");
+    let shuffled = dir.path().join("shuffled.csv");
+    std::fs::write(&ordered, format!("customer_id,timestamp,amount\n{}\n", rows.join("\n"))).unwrap();
+    // Reversed: every customer's purchases run backwards in time.
+    let reversed: Vec<&String> = rows.iter().rev().collect();
+    std::fs::write(
+        &shuffled,
+        format!(
+            "customer_id,timestamp,amount\n{}\n",
+            reversed.iter().map(|row| row.as_str()).collect::<Vec<_>>().join("\n")
+        ),
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        let output = analyze(
+            dir.path(),
+            &[
+                "clv",
+                "--input",
+                file.to_str().unwrap(),
+                "--as-of",
+                "2026-06-30",
+                "--unit",
+                "week",
+                "--format",
+                "json",
+            ],
+        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let mut report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        // Customers are numbered in the order they first appear: compare by id.
+        let results = report["customers_results"].as_array_mut().unwrap();
+        results.sort_by(|left, right| left["customer_id"].as_str().cmp(&right["customer_id"].as_str()));
+        report
+    };
+    let (streamed, sorted) = (run(&ordered), run(&shuffled));
+    assert_eq!(streamed["customers"], 40);
+    // The summaries are exact; the fits add the customers up in another order (they are
+    // numbered as they first appear), so predictions agree to rounding.
+    let pairs = streamed["customers_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(sorted["customers_results"].as_array().unwrap());
+    for (left, right) in pairs {
+        for exact in ["customer_id", "frequency", "recency", "T", "monetary_value"] {
+            assert_eq!(left[exact], right[exact], "{exact} of {}", left["customer_id"]);
+        }
+        for close in ["clv", "expected_purchases", "probability_alive"] {
+            let (left, right) = (left[close].as_f64().unwrap(), right[close].as_f64().unwrap());
+            assert!((left - right).abs() <= 1e-8 * left.abs().max(1.0), "{close}: {left} against {right}");
+        }
+    }
+}
+
+#[test]
+fn kmeans_on_a_file_makes_stable_profiled_segments_and_can_suggest_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchases.csv");
+    std::fs::write(
+        &file,
+        format!("customer_id,timestamp,amount\n{}\nLATE,2026-08-01,5\n", habits(300).join("\n")),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["kmeans", "--input", file.to_str().unwrap(), "--as-of", "2026-06-30", "--format", "json"];
+        args.extend_from_slice(extra);
+        let output = analyze(dir.path(), &args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let report = run(&["--clusters", "4", "--restarts", "3"]);
+    let customers = report["customers"].as_array().unwrap();
+    assert_eq!(customers.len(), 300, "LATE bought only after the analysis day and is left out");
+    let profiles = report["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 4);
+    let sizes: u64 = profiles.iter().map(|profile| profile["customers"].as_u64().unwrap()).sum();
+    assert_eq!(sizes, 300);
+    for profile in profiles {
+        assert!(
+            !profile["label"].as_str().unwrap().is_empty()
+                && !profile["label_zh"].as_str().unwrap().is_empty()
+        );
+    }
+    // Cluster 0 has the largest centre sum (recency negated): its members buy more often
+    // than the last cluster's.
+    let frequency = |index: usize| profiles[index]["frequency_mean"].as_f64().unwrap();
+    assert!(frequency(0) > frequency(3), "{profiles:?}");
+    assert_eq!(
+        report["inertia"],
+        report["restart_inertias"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .min_by(|a, b| a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()))
+            .unwrap()
+            .clone()
+    );
+    // Another seed: the same segments under the same ids.
+    let again = run(&["--clusters", "4", "--restarts", "3", "--seed", "7"]);
+    let same = again["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(customers)
+        .filter(|(left, right)| left == right)
+        .count();
+    assert!(same >= 297, "{same} of 300 customers kept their cluster id");
+
+    let suggested = run(&["--clusters", "auto", "--restarts", "1"]);
+    let candidates = suggested["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 9, "k from 2 to 10");
+    let best = candidates
+        .iter()
+        .max_by(|a, b| a["silhouette"].as_f64().unwrap().total_cmp(&b["silhouette"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(suggested["clusters"], best["clusters"]);
+
+    let bad = analyze(
+        dir.path(),
+        &["kmeans", "--input", file.to_str().unwrap(), "--as-of", "2026-06-30", "--clusters", "many"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--clusters"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

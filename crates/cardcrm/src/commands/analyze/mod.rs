@@ -1,13 +1,19 @@
-//! `cardcrm analyze`: customer analyses. `rfm --input FILE` runs on a purchases file with no
-//! database (the analyses over the database, the other analyses and their persisted
-//! segments are the next steps of issue 5).
+//! `cardcrm analyze`: customer analyses (`rfm`, `kmeans`, `clv`) on a purchases file with
+//! no database (`--input FILE`); the analyses over the database, the other analyses and
+//! their persisted segments are the next steps of issue 5.
 
-use std::{io::Write, path::PathBuf, time::Duration};
+mod kmeans;
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use cardcrm_analytics::{
     bgnbd::{self, Calibration},
     clv,
-    features::{PeriodSummary, period_summaries, week_of_day},
+    features::{PeriodSummary, PeriodUnit, period_summaries},
     gamma_gamma::{self, Spend},
     rfm::{self, Cut, RfmGroup, RfmResult, RfmSettings},
 };
@@ -23,6 +29,9 @@ use crate::GlobalArgs;
 pub enum AnalyzeCommand {
     /// RFM scores (quintiles, pandas' tie rule), the eight classic groups and the segments.
     Rfm(RfmArgs),
+    /// K-means segments on the RFM figures (log scale, standardised; k-means++, restarts,
+    /// fixed seed), with each cluster's profile and a readable label.
+    Kmeans(kmeans::KmeansArgs),
     /// Lifetime value: BG/NBD (expected purchases, P(alive)) and Gamma–Gamma (spend), fitted
     /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does.
     Clv(ClvArgs),
@@ -48,6 +57,40 @@ pub struct ClvArgs {
     pub discount: f64,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Print how long each step took (milliseconds, one JSON line) on standard error.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+/// How long each step of an analysis took, printed with `--timings`.
+struct Timings {
+    wanted: bool,
+    started: Instant,
+    steps: Vec<(&'static str, f64)>,
+}
+
+impl Timings {
+    fn new(wanted: bool) -> Self {
+        Self { wanted, started: Instant::now(), steps: Vec::new() }
+    }
+
+    /// Ends the step running since the last one.
+    fn step(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps.push((name, now.duration_since(self.started).as_secs_f64() * 1_000.0));
+        self.started = now;
+    }
+
+    fn print(&self) {
+        if self.wanted {
+            let steps: serde_json::Map<String, serde_json::Value> = self
+                .steps
+                .iter()
+                .map(|(name, ms)| ((*name).to_owned(), serde_json::json!((ms * 10.0).round() / 10.0)))
+                .collect();
+            eprintln!("{}", serde_json::json!({ "timings_ms": steps }));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,12 +124,16 @@ pub struct RfmArgs {
     pub bins: usize,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Print how long each step took (milliseconds, one JSON line) on standard error.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult {
     let settings = load_settings(global, None)?;
     match command {
         AnalyzeCommand::Rfm(args) => {
+            let mut timings = Timings::new(args.timings);
             let (file, _) = read_file(
                 &settings,
                 args.input.as_ref(),
@@ -94,34 +141,42 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
                 Keep::Totals,
                 args.format == Format::Table,
             )?;
+            timings.step("read");
             let figures = file.accumulator.rfm_figures();
             let settings = RfmSettings { bins: args.bins, cut: Cut::Mean };
             let (results, cuts) =
                 rfm::analyse(&figures, &settings).map_err(|error| Failure::input(error.to_string()))?;
-            print_rfm(&file, &figures, &results, &cuts, args.format, &args.as_of)
+            timings.step("rfm");
+            print_rfm(&file, &figures, &results, &cuts, args.format, &args.as_of)?;
+            timings.step("write");
+            timings.print();
+            Ok(())
         }
+        AnalyzeCommand::Kmeans(args) => kmeans::run(&settings, &args),
         AnalyzeCommand::Clv(args) => {
-            let (mut file, currency) = read_file(
-                &settings,
-                args.input.as_ref(),
-                &args.as_of,
-                Keep::Purchases,
-                args.format == Format::Table,
-            )?;
-            let as_of_day = file.as_of_day();
-            let scale = 10_f64.powi(currency.exponent() as i32);
-            let period = |day: i32| match args.unit {
-                Unit::Day => day,
-                Unit::Week => week_of_day(day),
+            let mut timings = Timings::new(args.timings);
+            let unit = match args.unit {
+                Unit::Day => PeriodUnit::Day,
+                Unit::Week => PeriodUnit::Week,
             };
-            let mut purchases: Vec<(u32, i32, f64)> = file
-                .purchases
-                .drain(..)
-                .map(|(customer, day, amount_minor)| (customer, period(day), amount_minor as f64 / scale))
-                .collect();
-            let summaries = period_summaries(&mut purchases, file.customer_ids.len(), period(as_of_day));
-            drop(purchases);
-            print_clv(&file, &summaries, &args)
+            let show = args.format == Format::Table;
+            let (mut file, currency) =
+                read_file(&settings, args.input.as_ref(), &args.as_of, Keep::Periods(unit), show)?;
+            let end_period = unit.period_of_day(file.as_of_day());
+            let summaries = match file.periods.take() {
+                Some(periods) if periods.in_order() => periods.summaries(file.customer_ids.len()),
+                _ => {
+                    // Not in time order per customer: read again keeping every purchase, and sort.
+                    (file, _) =
+                        read_file(&settings, args.input.as_ref(), &args.as_of, Keep::Purchases(unit), show)?;
+                    let mut purchases = std::mem::take(&mut file.purchases);
+                    period_summaries(&mut purchases, file.customer_ids.len(), end_period)
+                }
+            };
+            timings.step("read");
+            print_clv(&file, &summaries, &args, unit, currency, &mut timings)?;
+            timings.print();
+            Ok(())
         }
     }
 }
@@ -191,6 +246,30 @@ const GROUPS: [RfmGroup; 9] = [
     RfmGroup::GeneralWinBack,
     RfmGroup::NoPurchase,
 ];
+
+/// Writes a JSON object: the fields of `head`, then `key` holding the array of `rows`, each
+/// serialised as it comes (memory per row, not per document: a million customers' results
+/// would otherwise be built in memory first). One line, ending with a newline.
+fn write_json_with_rows<T: serde::Serialize>(
+    out: &mut impl Write,
+    head: serde_json::Value,
+    key: &str,
+    rows: impl Iterator<Item = T>,
+) -> CommandResult {
+    let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
+    let json = |error: serde_json::Error| Failure::other(format!("writing the result: {error}"));
+    let head = serde_json::to_string(&head).map_err(json)?;
+    let open = head.strip_suffix('}').unwrap_or("{");
+    write!(out, "{open}{}{}:[", if open.len() > 1 { "," } else { "" }, serde_json::Value::from(key))
+        .map_err(io)?;
+    for (index, row) in rows.enumerate() {
+        if index > 0 {
+            out.write_all(b",").map_err(io)?;
+        }
+        serde_json::to_writer(&mut *out, &row).map_err(json)?;
+    }
+    writeln!(out, "]}}").map_err(io)
+}
 
 /// Writes a header and rows as CSV (quoted by the csv crate where a field needs it).
 fn write_csv<const N: usize>(
@@ -285,27 +364,18 @@ fn print_rfm(
             }
         }
         Format::Json => {
-            let customers: Vec<serde_json::Value> = results
-                .iter()
-                .zip(figures)
-                .zip(&file.customer_ids)
-                .map(|((result, figures), id)| {
-                    serde_json::json!({
-                        "customer_id": id, "recency_days": figures.recency_days, "frequency": figures.frequency,
-                        "monetary_minor": figures.monetary_minor, "r": result.recency_score, "f": result.frequency_score,
-                        "m": result.monetary_score, "group": result.group, "segment": result.segment,
-                    })
+            let customers = results.iter().zip(figures).zip(&file.customer_ids).map(|((result, figures), id)| {
+                serde_json::json!({
+                    "customer_id": id, "recency_days": figures.recency_days, "frequency": figures.frequency,
+                    "monetary_minor": figures.monetary_minor, "r": result.recency_score, "f": result.frequency_score,
+                    "m": result.monetary_score, "group": result.group, "segment": result.segment,
                 })
-                .collect();
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({
-                    "as_of": as_of, "purchases": file.rows, "purchases_after_as_of": file.accumulator.after_as_of(),
-                    "cuts": cuts, "groups": summary, "customers": customers,
-                }),
-            )
-            .map_err(|error| Failure::other(error.to_string()))?;
-            writeln!(out).map_err(io)?;
+            });
+            let head = serde_json::json!({
+                "as_of": as_of, "purchases": file.rows, "purchases_after_as_of": file.accumulator.after_as_of(),
+                "cuts": cuts, "groups": summary,
+            });
+            write_json_with_rows(&mut out, head, "customers", customers)?;
         }
         Format::Csv => {
             let score = |score: Option<u8>| score.map(|score| score.to_string()).unwrap_or_default();
@@ -341,56 +411,58 @@ fn print_rfm(
     out.flush().map_err(io)
 }
 
-fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &ClvArgs) -> CommandResult {
+fn print_clv(
+    file: &PurchaseFile,
+    summaries: &[Option<PeriodSummary>],
+    args: &ClvArgs,
+    unit: PeriodUnit,
+    currency: Currency,
+    timings: &mut Timings,
+) -> CommandResult {
     if !(0.0..1.0).contains(&args.discount) {
         return Err(Failure::input("--discount must be at least 0 and below 1 (0.01 is 1% a month)"));
     }
+    if args.months == 0 || args.months > clv::MONTHS_MAX {
+        return Err(Failure::input(format!("--months must be between 1 and {}", clv::MONTHS_MAX)));
+    }
+    let scale = 10_f64.powi(currency.exponent() as i32);
     let bought: Vec<(usize, PeriodSummary)> = summaries
         .iter()
         .enumerate()
         .filter_map(|(index, summary)| summary.map(|summary| (index, summary)))
         .collect();
-    let calibration: Vec<Calibration> = bought
+    let customers: Vec<(Calibration, Spend)> = bought
         .iter()
-        .map(|(_, summary)| Calibration {
-            frequency: summary.frequency,
-            recency: summary.recency,
-            age: summary.age,
+        .map(|(_, summary)| {
+            (
+                Calibration { frequency: summary.frequency, recency: summary.recency, age: summary.age },
+                Spend { frequency: summary.frequency, average: summary.average_minor / scale },
+            )
         })
         .collect();
+    let calibration: Vec<Calibration> = customers.iter().map(|(calibration, _)| *calibration).collect();
+    timings.step("summaries");
     let purchases = bgnbd::fit(&calibration).map_err(|error| Failure::input(format!("BG/NBD: {error}")))?;
-    let spends: Vec<Spend> = bought
-        .iter()
-        .map(|(_, summary)| Spend { frequency: summary.frequency, average: summary.average })
-        .collect();
+    timings.step("bgnbd_fit");
+    let spends: Vec<Spend> = customers.iter().map(|(_, spend)| *spend).collect();
     let spend = gamma_gamma::fit(&spends).map_err(|error| Failure::input(format!("Gamma–Gamma: {error}")))?;
-    let unit = match args.unit {
-        Unit::Day => clv::Unit::Day,
-        Unit::Week => clv::Unit::Week,
-    };
-    let horizon = f64::from(args.months) * unit.per_month();
+    timings.step("gamma_gamma_fit");
+    let horizon = clv::Horizon { months: args.months, monthly_discount: args.discount, unit };
+    let predictions = clv::predict(&purchases.parameters, &spend.parameters, &customers, &horizon);
+    timings.step("clv");
     let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let rows =
-        bought.iter().zip(&calibration).zip(&spends).map(|(((index, summary), calibration), spends)| {
-            let value = clv::lifetime_value(
-                &purchases.parameters,
-                &spend.parameters,
-                calibration,
-                spends,
-                args.months,
-                args.discount,
-                unit,
-            );
-            (
-                &file.customer_ids[*index],
-                summary,
-                purchases.parameters.probability_alive(calibration),
-                purchases.parameters.expected_purchases(horizon, calibration),
-                value,
-            )
-        });
+    let rows = bought.iter().zip(&predictions).map(|((index, summary), prediction)| {
+        (
+            &file.customer_ids[*index],
+            summary,
+            summary.average_minor / scale,
+            prediction.probability_alive,
+            prediction.expected_purchases,
+            prediction.value,
+        )
+    });
     let header = serde_json::json!({
         "as_of": args.as_of, "unit": unit, "customers": bought.len(), "months": args.months,
         "monthly_discount": args.discount,
@@ -398,19 +470,14 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
     });
     match args.format {
         Format::Json => {
-            let customers: Vec<serde_json::Value> = rows
-                .map(|(id, summary, alive, expected, value)| {
-                    serde_json::json!({
-                        "customer_id": id, "frequency": summary.frequency, "recency": summary.recency, "T": summary.age,
-                        "monetary_value": summary.average, "probability_alive": alive,
-                        "expected_purchases": expected, "clv": value,
-                    })
+            let customers = rows.map(|(id, summary, average, alive, expected, value)| {
+                serde_json::json!({
+                    "customer_id": id, "frequency": summary.frequency, "recency": summary.recency, "T": summary.age,
+                    "monetary_value": average, "probability_alive": alive,
+                    "expected_purchases": expected, "clv": value,
                 })
-                .collect();
-            let mut document = header;
-            document["customers_results"] = serde_json::Value::Array(customers);
-            serde_json::to_writer(&mut out, &document).map_err(|error| Failure::other(error.to_string()))?;
-            writeln!(out).map_err(io)?;
+            });
+            write_json_with_rows(&mut out, header, "customers_results", customers)?;
         }
         Format::Csv => {
             write_csv(
@@ -425,13 +492,13 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
                     "expected_purchases",
                     "clv",
                 ],
-                rows.map(|(id, summary, alive, expected, value)| {
+                rows.map(|(id, summary, average, alive, expected, value)| {
                     [
                         id.clone(),
                         summary.frequency.to_string(),
                         summary.recency.to_string(),
                         summary.age.to_string(),
-                        summary.average.to_string(),
+                        average.to_string(),
                         alive.to_string(),
                         expected.to_string(),
                         value.to_string(),
@@ -464,7 +531,7 @@ fn print_clv(file: &PurchaseFile, summaries: &[Option<PeriodSummary>], args: &Cl
                 g.p, g.q, g.v, spend.log_likelihood, spend.customers
             )
             .map_err(io)?;
-            let mut values: Vec<f64> = rows.map(|(_, _, _, _, value)| value).collect();
+            let mut values: Vec<f64> = rows.map(|(_, _, _, _, _, value)| value).collect();
             values.sort_by(f64::total_cmp);
             let total: f64 = values.iter().sum();
             let at = |share: f64| {
