@@ -1,9 +1,11 @@
 """The reference Python stack for bench/analytics, on the same purchases file as cardcrm:
-pandas RFM (quintiles of rank(method="first"), the usual recipe) and lifetimes (BG/NBD,
-Gamma-Gamma, 12-month CLV at 1% a month, weeks). Prints one JSON line of timings and, for
-the agreement check, writes the RFM scores and the CLV results as CSV next to OUT_PREFIX.
+pandas RFM (quintiles of rank(method="first"), the usual recipe), scikit-learn KMeans on
+the same standardised features cardcrm clusters (-ln(1+recency days), ln(1+purchases),
+ln(1+spend)), and lifetimes (BG/NBD, Gamma-Gamma, 12-month CLV at 1% a month, weeks).
+Prints one JSON line of timings and, for the agreement check, writes the RFM scores and
+the CLV results as CSV next to OUT_PREFIX.
 
-    python analytics_reference.py PURCHASES.csv AS_OF OUT_PREFIX
+    python analytics_reference.py PURCHASES.csv AS_OF OUT_PREFIX CLUSTERS RESTARTS
 """
 
 import json
@@ -11,15 +13,22 @@ import resource
 import sys
 import time
 
+import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.preprocessing import StandardScaler
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 
 path, as_of, out = sys.argv[1:4]
+clusters, restarts = int(sys.argv[4]), int(sys.argv[5])
 timings = {}
 
 start = time.perf_counter()
-purchases = pd.read_csv(path, dtype={"customer_id": str}, parse_dates=["timestamp"])
+# The generator's transactions file: the analyst's three columns, under their import names.
+purchases = pd.read_csv(
+    path, usecols=["customer_external_id", "occurred_at", "amount"], dtype={"customer_external_id": str}, parse_dates=["occurred_at"]
+).rename(columns={"customer_external_id": "customer_id", "occurred_at": "timestamp"})
 timings["load_s"] = time.perf_counter() - start
 
 start = time.perf_counter()
@@ -36,6 +45,19 @@ rfm["f"] = pd.qcut(rfm["frequency"].rank(method="first"), 5, labels=[1, 2, 3, 4,
 rfm["m"] = pd.qcut(rfm["monetary"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
 timings["rfm_s"] = time.perf_counter() - start
 rfm[["r", "f", "m"]].to_csv(out + "-pandas-rfm.csv")
+
+features = np.column_stack(
+    [-np.log1p(rfm["recency_days"].to_numpy(float)), np.log1p(rfm["frequency"].to_numpy(float)), np.log1p(rfm["monetary"].to_numpy(float))]
+)
+start = time.perf_counter()
+scaled = StandardScaler().fit_transform(features)
+one = KMeans(n_clusters=clusters, n_init=1, random_state=0, algorithm="lloyd").fit(scaled)
+timings["kmeans_one_restart_s"] = time.perf_counter() - start
+timings["kmeans_one_restart_inertia"] = float(one.inertia_)
+start = time.perf_counter()
+best = KMeans(n_clusters=clusters, n_init=restarts, random_state=0, algorithm="lloyd").fit(scaled)
+timings["kmeans_restarts_s"] = time.perf_counter() - start
+timings["kmeans_restarts_inertia"] = float(best.inertia_)
 
 start = time.perf_counter()
 summary = summary_data_from_transaction_data(
@@ -59,6 +81,10 @@ clv = ggf.customer_lifetime_value(
 timings["clv_s"] = time.perf_counter() - start
 pd.DataFrame({"clv": clv}).to_csv(out + "-lifetimes-clv.csv")
 timings["bgnbd"] = {k: float(v) for k, v in bgf.params_.items()}
+# lifetimes minimises the mean negative log-likelihood.
+timings["bgnbd_log_likelihood"] = -float(bgf._negative_log_likelihood_) * len(summary)
+timings["gamma_gamma_log_likelihood"] = -float(ggf._negative_log_likelihood_) * len(repeat)
+timings["customers"] = len(summary)
 timings["gamma_gamma"] = {k: float(v) for k, v in ggf.params_.items()}
 timings["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(timings))

@@ -3,7 +3,7 @@
 //! of lifetimes' `customer_lifetime_value`.
 
 use crate::{
-    bgnbd::{BgNbd, Calibration},
+    bgnbd::{BgNbd, Calibration, distinct_figures},
     features::PeriodUnit as Unit,
     gamma_gamma::{GammaGamma, Spend},
     parallel,
@@ -93,18 +93,32 @@ fn predict_one(
     }
 }
 
-/// Every customer's prediction, in order, on all cores.
+/// Every customer's prediction, in order, on all cores. The purchase model's part (the
+/// expensive one: a ₂F₁ series per month) is worked out once per distinct (x, t_x, T).
 pub fn predict(
     purchases: &BgNbd,
     spend: &GammaGamma,
     customers: &[(Calibration, Spend)],
     horizon: &Horizon,
 ) -> Vec<Prediction> {
-    parallel::fold(
-        customers,
+    let calibrations: Vec<Calibration> = customers.iter().map(|(calibration, _)| *calibration).collect();
+    let (distinct, indexes) = distinct_figures(&calibrations);
+    drop(calibrations);
+    // Per distinct figures: P(alive), purchases over the horizon, and the discounted sum of
+    // each month's expected purchases (the value of one unit of spend per purchase).
+    let per_figures: Vec<(f64, f64, f64)> = parallel::fold(
+        &distinct,
         || (Vec::new(), Scratch::new(horizon)),
-        |(mut found, mut scratch), (calibration, average)| {
-            found.push(predict_one(purchases, spend, calibration, average, horizon, &mut scratch));
+        |(mut found, mut scratch), calibration| {
+            let unit = predict_one(
+                purchases,
+                &UNIT_SPEND,
+                calibration,
+                &Spend { frequency: 0.0, average: 1.0 },
+                horizon,
+                &mut scratch,
+            );
+            found.push((unit.probability_alive, unit.expected_purchases, unit.value));
             (found, scratch)
         },
         |(mut left, scratch), (right, _)| {
@@ -112,8 +126,27 @@ pub fn predict(
             (left, scratch)
         },
     )
-    .0
+    .0;
+    customers
+        .iter()
+        .zip(indexes)
+        .map(|((_, average), index)| {
+            let (probability_alive, expected_purchases, discounted_purchases) = per_figures[index as usize];
+            let expected_average = spend.expected_average(average);
+            Prediction {
+                probability_alive,
+                expected_purchases,
+                expected_average,
+                value: expected_average * discounted_purchases,
+            }
+        })
+        .collect()
 }
+
+/// A spend model whose expected average is exactly 1 for a customer without repeats
+/// (p·x = 0 leaves the population mean v·p/(q − 1) = 1): [`predict_one`] with it returns the
+/// discounted expected purchases as the value.
+const UNIT_SPEND: GammaGamma = GammaGamma { p: 1.0, q: 2.0, v: 1.0 };
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +177,29 @@ mod tests {
                 Unit::Week,
             );
             assert!((found - expected).abs() < 1e-6, "{x}: {found} against {expected}");
+        }
+    }
+
+    #[test]
+    fn predicting_all_at_once_agrees_with_one_by_one() {
+        let purchases = BgNbd { r: 0.24, alpha: 4.4, a: 0.79, b: 2.4 };
+        let spend = GammaGamma { p: 6.2, q: 3.7, v: 15.4 };
+        let horizon = Horizon { months: 12, monthly_discount: 0.01, unit: Unit::Week };
+        // Repeated figures with different spends, and distinct ones.
+        let customers: Vec<(Calibration, Spend)> = (0..200)
+            .map(|index| {
+                let x = f64::from(index % 7);
+                let recency = if x > 0.0 { f64::from(index % 5) + x } else { 0.0 };
+                let calibration = Calibration { frequency: x, recency, age: 30.0 };
+                (calibration, Spend { frequency: x, average: 10.0 + f64::from(index) })
+            })
+            .collect();
+        let all = predict(&purchases, &spend, &customers, &horizon);
+        for ((calibration, average), found) in customers.iter().zip(&all) {
+            let value = lifetime_value(&purchases, &spend, calibration, average, 12, 0.01, Unit::Week);
+            assert!((found.value - value).abs() <= 1e-12 * value.abs().max(1.0), "{found:?} against {value}");
+            assert_eq!(found.probability_alive, purchases.probability_alive(calibration));
+            assert_eq!(found.expected_average, spend.expected_average(average));
         }
     }
 }

@@ -136,6 +136,23 @@ fn nearest(point: &[f64], centres: &[f64], dimensions: usize) -> (usize, f64) {
     best
 }
 
+/// [`nearest`] for points of a fixed dimension (the compiler unrolls the distance).
+fn nearest_fixed<const D: usize>(point: &[f64], centres: &[[f64; D]]) -> (usize, f64) {
+    let point: [f64; D] = std::array::from_fn(|axis| point[axis]);
+    let mut best = (0, f64::INFINITY);
+    for (index, centre) in centres.iter().enumerate() {
+        let mut distance = 0.0;
+        for axis in 0..D {
+            let difference = point[axis] - centre[axis];
+            distance += difference * difference;
+        }
+        if distance < best.1 {
+            best = (index, distance);
+        }
+    }
+    best
+}
+
 fn check(points: &[f64], dimensions: usize, settings: &KmeansSettings) -> Result<usize, AnalyticsError> {
     if dimensions == 0 || dimensions > DIMENSIONS_MAX {
         return Err(AnalyticsError::OutOfRange {
@@ -193,9 +210,10 @@ fn seeds(points: &[f64], dimensions: usize, clusters: usize, random: &mut SplitM
     let mut centres = Vec::with_capacity(clusters * dimensions);
     let first = random.below(rows);
     centres.extend_from_slice(&points[first * dimensions..(first + 1) * dimensions]);
-    let mut closest: Vec<f64> = parallel::map(&(0..rows).collect::<Vec<_>>(), |&row| {
-        squared_distance(&points[row * dimensions..(row + 1) * dimensions], &centres[..dimensions])
-    });
+    let rows_index: Vec<usize> = (0..rows).collect();
+    let distance_to =
+        |row: usize, at: &[f64]| squared_distance(&points[row * dimensions..(row + 1) * dimensions], at);
+    let mut closest: Vec<f64> = parallel::map(&rows_index, |&row| distance_to(row, &centres[..dimensions]));
     while centres.len() < clusters * dimensions {
         let mut cumulative = Vec::with_capacity(rows);
         let mut total = 0.0;
@@ -203,24 +221,25 @@ fn seeds(points: &[f64], dimensions: usize, clusters: usize, random: &mut SplitM
             total += distance;
             cumulative.push(total);
         }
-        let mut best: Option<(f64, usize, Vec<f64>)> = None;
+        let mut best: Option<(f64, usize)> = None;
         for _ in 0..trials {
             let target = random.next_f64() * total;
             let candidate = cumulative.partition_point(|sum| *sum <= target).min(rows - 1);
             let at = &points[candidate * dimensions..(candidate + 1) * dimensions];
-            let updated: Vec<f64> = points
-                .chunks_exact(dimensions)
-                .zip(&closest)
-                .map(|(point, before)| before.min(squared_distance(point, at)))
-                .collect();
-            let potential: f64 = updated.iter().sum();
-            if best.as_ref().is_none_or(|(lowest, _, _)| potential < *lowest) {
-                best = Some((potential, candidate, updated));
+            let potential = parallel::fold(
+                &rows_index,
+                || 0.0,
+                |sum, &row| sum + closest[row].min(distance_to(row, at)),
+                |left, right| left + right,
+            );
+            if best.is_none_or(|(lowest, _)| potential < lowest) {
+                best = Some((potential, candidate));
             }
         }
-        let Some((_, candidate, updated)) = best else { break };
-        centres.extend_from_slice(&points[candidate * dimensions..(candidate + 1) * dimensions]);
-        closest = updated;
+        let Some((_, candidate)) = best else { break };
+        let at = points[candidate * dimensions..(candidate + 1) * dimensions].to_vec();
+        closest = parallel::map(&rows_index, |&row| closest[row].min(distance_to(row, &at)));
+        centres.extend_from_slice(&at);
     }
     centres
 }
@@ -241,6 +260,9 @@ fn assign(points: &[f64], dimensions: usize, centres: &[f64], labels: &mut [u16]
     let rows = labels.len();
     let threads = parallel::threads().min(rows / 16_384).max(1);
     let share = rows.div_ceil(threads);
+    // The RFM features have three dimensions: that case gets an unrolled distance.
+    let fixed: Option<Vec<[f64; 3]>> = (dimensions == 3)
+        .then(|| centres.chunks_exact(3).map(|centre| [centre[0], centre[1], centre[2]]).collect());
     let one = |offset: usize, points: &[f64], labels: &mut [u16]| {
         let mut pass = Pass {
             sums: vec![0.0; clusters * dimensions],
@@ -250,7 +272,10 @@ fn assign(points: &[f64], dimensions: usize, centres: &[f64], labels: &mut [u16]
             farthest: (0, -1.0),
         };
         for (index, (point, label)) in points.chunks_exact(dimensions).zip(labels.iter_mut()).enumerate() {
-            let (cluster, distance) = nearest(point, centres, dimensions);
+            let (cluster, distance) = match &fixed {
+                Some(centres) => nearest_fixed(point, centres),
+                None => nearest(point, centres, dimensions),
+            };
             if usize::from(*label) != cluster {
                 pass.changed += 1;
                 *label = cluster as u16;

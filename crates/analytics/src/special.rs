@@ -51,6 +51,26 @@ pub fn digamma(x: f64) -> f64 {
     shift + x.ln() - 0.5 * inverse - series
 }
 
+/// The trigamma function ψ₁(x) = d²/dx² ln Γ(x) for x > 0: the recurrence ψ₁(x) = ψ₁(x + 1)
+/// + 1/x² up to 10, then the asymptotic series.
+pub fn trigamma(x: f64) -> f64 {
+    let mut x = x;
+    let mut shift = 0.0;
+    while x < 10.0 {
+        shift += 1.0 / (x * x);
+        x += 1.0;
+    }
+    let inverse = 1.0 / x;
+    let inverse_squared = inverse * inverse;
+    let series = inverse
+        + inverse_squared / 2.0
+        + inverse
+            * inverse_squared
+            * (1.0 / 6.0
+                - inverse_squared * (1.0 / 30.0 - inverse_squared * (1.0 / 42.0 - inverse_squared / 30.0)));
+    shift + series
+}
+
 /// The Gauss hypergeometric function ₂F₁(a, b; c; z) for 0 ≤ z < 1 by its power series,
 /// summed until a term no longer moves the sum; NaN when 20,000 terms do not get there.
 pub fn hypergeometric_2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
@@ -126,6 +146,10 @@ mod tests {
         for (z, found) in [0.1, 0.5, 0.0, 0.9].into_iter().zip(many) {
             assert!(close(found, hypergeometric_2f1(1.3, 2.2, 3.4, z)), "z = {z}: {found}");
         }
+        // ψ₁(1) = π²/6; scipy.special.polygamma(1, 0.243) and polygamma(1, 123.456)
+        assert!(close(trigamma(1.0), PI * PI / 6.0), "{}", trigamma(1.0));
+        assert!(close(trigamma(0.243), 18.14177978709583), "{}", trigamma(0.243));
+        assert!(close(trigamma(123.456), 0.008132945834278194), "{}", trigamma(123.456));
         // ψ(1) = −γ; scipy.special.digamma(0.243) and digamma(123.456)
         assert!(close(digamma(1.0), -0.577_215_664_901_532_9), "{}", digamma(1.0));
         assert!(close(digamma(0.243), -4.351093864423211), "{}", digamma(0.243));
