@@ -3,10 +3,13 @@
 //! pass the figures and the moment they describe, and get plain values back.
 
 pub mod bgnbd;
+pub mod churn;
 pub mod clv;
 pub mod features;
 pub mod gamma_gamma;
+pub mod history;
 pub mod kmeans;
+pub mod lifecycle;
 pub mod optimize;
 pub mod parallel;
 pub mod quantile;

@@ -126,10 +126,12 @@ fn solve_positive<const N: usize>(matrix: &[[f64; N]; N], shift: f64, right: &[f
     let mut lower = [[0.0; N]; N];
     for row in 0..N {
         for column in 0..=row {
-            let mut sum = matrix[row][column] + if row == column { shift } else { 0.0 };
-            for inner in 0..column {
-                sum -= lower[row][inner] * lower[column][inner];
-            }
+            let sum = matrix[row][column] + if row == column { shift } else { 0.0 }
+                - lower[row][..column]
+                    .iter()
+                    .zip(&lower[column][..column])
+                    .map(|(left, right)| left * right)
+                    .sum::<f64>();
             if row == column {
                 if sum <= 0.0 || !sum.is_finite() {
                     return None;

@@ -6,7 +6,10 @@
 
 use std::{collections::HashMap, io::Read};
 
-use cardcrm_analytics::features::{Accumulator, PeriodAccumulator, PeriodUnit};
+use cardcrm_analytics::{
+    features::{Accumulator, PeriodAccumulator, PeriodUnit},
+    history::HistoryAccumulator,
+};
 use cardcrm_domain::{
     date,
     money::{Currency, parse_amount_minor},
@@ -35,6 +38,9 @@ pub struct PurchaseFile {
     /// [`PeriodAccumulator::in_order`]: a file not in time order per customer needs
     /// [`Keep::Purchases`] and a sort).
     pub periods: Option<PeriodAccumulator>,
+    /// Each customer's standing at the cutoffs asked for with [`Keep::History`], in that
+    /// order.
+    pub history: Option<HistoryAccumulator>,
 }
 
 impl PurchaseFile {
@@ -52,6 +58,8 @@ pub enum Keep {
     Periods(PeriodUnit),
     /// Every purchase, by period of this unit (memory per purchase).
     Purchases(PeriodUnit),
+    /// Standings at cutoffs this many days before the analysis day (memory per customer).
+    History([i32; 3]),
 }
 
 /// Days since 1970-01-01 of a local date.
@@ -172,6 +180,10 @@ pub fn read_purchases(
         Keep::Periods(unit) => Some((unit, PeriodAccumulator::new(unit.period_of_day(as_of_day)))),
         _ => None,
     };
+    let mut history = match keep {
+        Keep::History(days_back) => Some(HistoryAccumulator::new(&days_back.map(|back| as_of_day - back))),
+        _ => None,
+    };
     let mut record = csv::ByteRecord::new();
     let mut rows = 0_u64;
     loop {
@@ -230,6 +242,9 @@ pub fn read_purchases(
         if let Some((unit, periods)) = periods.as_mut() {
             periods.add(number, unit.period_of_day(day), amount_minor);
         }
+        if let Some(history) = history.as_mut() {
+            history.add(number, day, amount_minor);
+        }
         if rows.is_multiple_of(1_000_000) {
             progress(rows);
         }
@@ -241,6 +256,7 @@ pub fn read_purchases(
         rows,
         purchases,
         periods: periods.map(|(_, periods)| periods),
+        history,
     })
 }
 

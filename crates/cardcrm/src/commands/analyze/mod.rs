@@ -3,6 +3,7 @@
 //! their persisted segments are the next steps of issue 5.
 
 mod kmeans;
+mod lifecycle;
 
 use std::{
     io::Write,
@@ -32,6 +33,12 @@ pub enum AnalyzeCommand {
     /// K-means segments on the RFM figures (log scale, standardised; k-means++, restarts,
     /// fixed seed), with each cluster's profile and a readable label.
     Kmeans(kmeans::KmeansArgs),
+    /// Lifecycle stages (new, growing, mature, declining, won back, dormant, lost) by
+    /// documented rules, and the transitions since an earlier day.
+    Lifecycle(lifecycle::LifecycleArgs),
+    /// Churn risk: a model trained and evaluated on the file's own history (AUC, precision
+    /// in the top k, calibration), then every customer scored with their main risk factors.
+    Churn(lifecycle::ChurnArgs),
     /// Lifetime value: BG/NBD (expected purchases, P(alive)) and Gamma–Gamma (spend), fitted
     /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does.
     Clv(ClvArgs),
@@ -153,6 +160,8 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
             Ok(())
         }
         AnalyzeCommand::Kmeans(args) => kmeans::run(&settings, &args),
+        AnalyzeCommand::Lifecycle(args) => lifecycle::run_lifecycle(&settings, &args),
+        AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
         AnalyzeCommand::Clv(args) => {
             let mut timings = Timings::new(args.timings);
             let unit = match args.unit {
