@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod optimize;
 pub mod parallel;
 pub mod quantile;
+pub mod recommend;
 pub mod rfm;
 pub mod special;
 

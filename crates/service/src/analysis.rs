@@ -20,6 +20,8 @@ use crate::error::{ServiceError, ServiceResult};
 
 /// Most purchase rows one file may hold.
 pub const ANALYSIS_ROWS_MAX: u64 = 200_000_000;
+/// Most distinct categories a category analysis takes (one bit each).
+pub const CATEGORIES_MAX: usize = cardcrm_analytics::recommend::CATEGORIES_MAX;
 /// Most distinct customers one file may hold.
 pub const ANALYSIS_CUSTOMERS_MAX: usize = 20_000_000;
 
@@ -41,6 +43,10 @@ pub struct PurchaseFile {
     /// Each customer's standing at the cutoffs asked for with [`Keep::History`], in that
     /// order.
     pub history: Option<HistoryAccumulator>,
+    /// With [`Keep::Categories`]: the category names in order of first appearance, and
+    /// per customer number a bit set of them (bit i: `category_names[i]`).
+    pub category_names: Vec<String>,
+    pub customer_categories: Vec<u64>,
 }
 
 impl PurchaseFile {
@@ -60,6 +66,9 @@ pub enum Keep {
     Purchases(PeriodUnit),
     /// Standings at cutoffs this many days before the analysis day (memory per customer).
     History([i32; 3]),
+    /// The set of categories each customer bought up to the analysis day (the `category`
+    /// column is then required; at most 64 distinct categories).
+    Categories,
 }
 
 /// Days since 1970-01-01 of a local date.
@@ -171,6 +180,16 @@ pub fn read_purchases(
             ),
         ));
     };
+    let category_column = column(&["category"]);
+    if keep == Keep::Categories && category_column.is_none() {
+        return Err(bad(
+            "analysis.columns_missing",
+            Some(1),
+            "this analysis needs a category column beside customer_id, timestamp and amount".into(),
+        ));
+    }
+    let mut category_names: Vec<String> = Vec::new();
+    let mut customer_categories: Vec<u64> = Vec::new();
     let mut numbers: HashMap<String, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut customer_ids = Vec::new();
     let as_of_day = day_number(as_of);
@@ -245,6 +264,34 @@ pub fn read_purchases(
         if let Some(history) = history.as_mut() {
             history.add(number, day, amount_minor);
         }
+        if let (Keep::Categories, Some(category_column)) = (keep, category_column)
+            && day <= as_of_day
+        {
+            let category = field(category_column, "category")?.trim();
+            if !category.is_empty() {
+                let bit = match category_names.iter().position(|name| name == category) {
+                    Some(bit) => bit,
+                    None if category_names.len() < CATEGORIES_MAX => {
+                        category_names.push(category.to_owned());
+                        category_names.len() - 1
+                    }
+                    None => {
+                        return Err(bad(
+                            "analysis.too_many_categories",
+                            Some(line),
+                            format!(
+                                "category: at most {CATEGORIES_MAX} distinct categories; {category:?} would be one more"
+                            ),
+                        ));
+                    }
+                };
+                let index = number as usize;
+                if index >= customer_categories.len() {
+                    customer_categories.resize(index + 1, 0);
+                }
+                customer_categories[index] |= 1 << bit;
+            }
+        }
         if rows.is_multiple_of(1_000_000) {
             progress(rows);
         }
@@ -257,6 +304,8 @@ pub fn read_purchases(
         purchases,
         periods: periods.map(|(_, periods)| periods),
         history,
+        category_names,
+        customer_categories,
     })
 }
 

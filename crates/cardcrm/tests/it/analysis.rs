@@ -381,3 +381,67 @@ fn lifecycle_stages_every_buyer_once_and_counts_transitions() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn recommend_finds_category_rules_and_suggests_what_a_customer_has_not_bought() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchases.csv");
+    // Tea buyers mostly buy cakes too; one tea-only customer should be offered cakes first.
+    let mut text = String::from("customer_id,timestamp,amount,category\n");
+    for customer in 0..40 {
+        text.push_str(&format!("C{customer},2026-06-01,10.00,tea\n"));
+        if customer % 4 != 0 {
+            text.push_str(&format!("C{customer},2026-06-02,20.00,cakes\n"));
+        }
+        if customer % 5 == 0 {
+            text.push_str(&format!("C{customer},2026-06-03,99.00,wine\n"));
+        }
+    }
+    text.push_str("LATE,2026-07-05,10.00,toys\n");
+    std::fs::write(&file, text).unwrap();
+    let output = analyze(
+        dir.path(),
+        &[
+            "recommend",
+            "--input",
+            file.to_str().unwrap(),
+            "--as-of",
+            "2026-06-30",
+            "--count",
+            "2",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["customers_with_purchases"], 40, "LATE bought after the day");
+    let tea_cakes = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["if_bought"] == "tea" && rule["also_bought"] == "cakes")
+        .unwrap();
+    // 30 of the 40 tea buyers bought cakes: confidence 0.75, lift 1 (everyone bought tea).
+    assert_eq!(tea_cakes["customers"], 30);
+    assert!((tea_cakes["confidence"].as_f64().unwrap() - 0.75).abs() < 1e-12, "{tea_cakes}");
+    let c0 = report["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|customer| customer["customer_id"] == "C0")
+        .unwrap();
+    // C0 bought tea and wine: cakes is what the rules offer, by way of one of those.
+    assert_eq!(c0["suggestions"][0]["category"], "cakes", "{c0}");
+    assert!(c0["suggestions"].as_array().unwrap().len() <= 2);
+    let missing = dir.path().join("no-category.csv");
+    std::fs::write(&missing, "customer_id,timestamp,amount\nA,2026-06-01,1\n").unwrap();
+    let refused =
+        analyze(dir.path(), &["recommend", "--input", missing.to_str().unwrap(), "--as-of", "2026-06-30"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("category"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -4,6 +4,7 @@
 
 mod kmeans;
 mod lifecycle;
+mod recommend;
 
 use std::{
     io::Write,
@@ -39,6 +40,9 @@ pub enum AnalyzeCommand {
     /// Churn risk: a model trained and evaluated on the file's own history (AUC, precision
     /// in the top k, calibration), then every customer scored with their main risk factors.
     Churn(lifecycle::ChurnArgs),
+    /// Category association rules (support, confidence, lift) and each customer's
+    /// next-best categories, with a popularity fallback (needs a category column).
+    Recommend(recommend::RecommendArgs),
     /// Lifetime value: BG/NBD (expected purchases, P(alive)) and Gamma–Gamma (spend), fitted
     /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does.
     Clv(ClvArgs),
@@ -162,6 +166,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Kmeans(args) => kmeans::run(&settings, &args),
         AnalyzeCommand::Lifecycle(args) => lifecycle::run_lifecycle(&settings, &args),
         AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
+        AnalyzeCommand::Recommend(args) => recommend::run(&settings, &args),
         AnalyzeCommand::Clv(args) => {
             let mut timings = Timings::new(args.timings);
             let unit = match args.unit {
