@@ -126,12 +126,13 @@ fn solve_positive<const N: usize>(matrix: &[[f64; N]; N], shift: f64, right: &[f
     let mut lower = [[0.0; N]; N];
     for row in 0..N {
         for column in 0..=row {
-            let sum = matrix[row][column] + if row == column { shift } else { 0.0 }
-                - lower[row][..column]
-                    .iter()
-                    .zip(&lower[column][..column])
-                    .map(|(left, right)| left * right)
-                    .sum::<f64>();
+            let diagonal_shift = if row == column { shift } else { 0.0 };
+            let products: f64 = lower[row][..column]
+                .iter()
+                .zip(&lower[column][..column])
+                .map(|(left, right)| left * right)
+                .sum();
+            let sum = matrix[row][column] + diagonal_shift - products;
             if row == column {
                 if sum <= 0.0 || !sum.is_finite() {
                     return None;
