@@ -115,7 +115,9 @@ pub fn total_log_likelihood(parameters: &BgNbd, customers: &[Calibration]) -> f6
 /// Customers with equal figures, counted once: the distinct figures in order of first
 /// appearance and, per customer, the index of theirs. The models' work is per distinct
 /// figures (weekly data of a million customers has a few hundred thousand).
-pub fn distinct_figures(customers: &[Calibration]) -> (Vec<Calibration>, Vec<u32>) {
+pub fn distinct_figures(
+    customers: impl ExactSizeIterator<Item = Calibration>,
+) -> (Vec<Calibration>, Vec<u32>) {
     let mut seen: std::collections::HashMap<(u64, u64, u64), u32, foldhash::fast::FixedState> =
         std::collections::HashMap::with_capacity_and_hasher(
             customers.len() / 4,
@@ -123,16 +125,16 @@ pub fn distinct_figures(customers: &[Calibration]) -> (Vec<Calibration>, Vec<u32
         );
     let mut distinct = Vec::new();
     let indexes = customers
-        .iter()
         .map(|customer| {
-            // `+ 0.0` makes −0 into 0, so equal figures have equal bits.
-            let key = (
-                (customer.frequency + 0.0).to_bits(),
-                (customer.recency + 0.0).to_bits(),
-                (customer.age + 0.0).to_bits(),
-            );
+            // `+ 0.0` makes −0 into 0, so equal figures have equal bits (and one entry).
+            let customer = Calibration {
+                frequency: customer.frequency + 0.0,
+                recency: customer.recency + 0.0,
+                age: customer.age + 0.0,
+            };
+            let key = (customer.frequency.to_bits(), customer.recency.to_bits(), customer.age.to_bits());
             *seen.entry(key).or_insert_with(|| {
-                distinct.push(*customer);
+                distinct.push(customer);
                 (distinct.len() - 1) as u32
             })
         })
@@ -190,33 +192,21 @@ impl Grouped {
                 });
             }
         }
-        let (figures, indexes) = distinct_figures(customers);
+        let (figures, indexes) = distinct_figures(customers.iter().copied());
         let mut weights = vec![0_u32; figures.len()];
         for index in indexes {
             weights[index as usize] += 1;
         }
-        let counted: Vec<((u64, u64, u64), u32)> = figures
+        let frequencies = distinct(figures.iter().map(|figures| figures.frequency).collect());
+        let times = distinct(figures.iter().flat_map(|figures| [figures.recency, figures.age]).collect());
+        let groups = figures
             .iter()
             .zip(weights)
-            .map(|(figures, count)| {
-                ((figures.frequency.to_bits(), figures.recency.to_bits(), figures.age.to_bits()), count)
-            })
-            .collect();
-        let frequencies =
-            distinct(counted.iter().map(|((frequency, _, _), _)| f64::from_bits(*frequency)).collect());
-        let times = distinct(
-            counted
-                .iter()
-                .flat_map(|((_, recency, age), _)| [f64::from_bits(*recency), f64::from_bits(*age)])
-                .collect(),
-        );
-        let groups = counted
-            .iter()
-            .map(|((frequency, recency, age), count)| Group {
-                frequency: index_of(&frequencies, f64::from_bits(*frequency)),
-                recency: index_of(&times, f64::from_bits(*recency)),
-                age: index_of(&times, f64::from_bits(*age)),
-                weight: f64::from(*count),
+            .map(|(figures, count)| Group {
+                frequency: index_of(&frequencies, figures.frequency),
+                recency: index_of(&times, figures.recency),
+                age: index_of(&times, figures.age),
+                weight: f64::from(count),
             })
             .collect();
         Ok(Self { frequencies, times, groups, customers: customers.len() as f64 })

@@ -45,7 +45,8 @@ pub fn lifetime_value(
 ) -> f64 {
     let horizon = Horizon { months, monthly_discount, unit };
     let mut scratch = Scratch::new(&horizon);
-    predict_one(purchases, spend, calibration, average, &horizon, &mut scratch).value
+    spend.expected_average(average)
+        * outlook(purchases, calibration, &horizon, &mut scratch).discounted_purchases
 }
 
 /// Month ends of the horizon in model units, and room for the expected purchases at each.
@@ -69,27 +70,32 @@ impl Scratch {
     }
 }
 
-fn predict_one(
+/// What BG/NBD says of one customer's figures over the horizon: P(alive), the purchases
+/// expected over it, and the discounted sum of each month's expected purchases (the value
+/// of one unit of spend per purchase).
+struct Outlook {
+    probability_alive: f64,
+    expected_purchases: f64,
+    discounted_purchases: f64,
+}
+
+fn outlook(
     purchases: &BgNbd,
-    spend: &GammaGamma,
     calibration: &Calibration,
-    average: &Spend,
     horizon: &Horizon,
     scratch: &mut Scratch,
-) -> Prediction {
-    let per_purchase = spend.expected_average(average);
+) -> Outlook {
     purchases.expected_purchases_at(&scratch.times, calibration, &mut scratch.expected);
-    let mut value = 0.0;
+    let mut discounted = 0.0;
     let mut before = 0.0;
     for (until, discount) in scratch.expected.iter().zip(&scratch.discounts) {
-        value += per_purchase * (until - before) / discount;
+        discounted += (until - before) / discount;
         before = *until;
     }
-    Prediction {
+    Outlook {
         probability_alive: purchases.probability_alive(calibration),
         expected_purchases: before,
-        expected_average: per_purchase,
-        value: if horizon.months == 0 { 0.0 } else { value },
+        discounted_purchases: if horizon.months == 0 { 0.0 } else { discounted },
     }
 }
 
@@ -101,24 +107,12 @@ pub fn predict(
     customers: &[(Calibration, Spend)],
     horizon: &Horizon,
 ) -> Vec<Prediction> {
-    let calibrations: Vec<Calibration> = customers.iter().map(|(calibration, _)| *calibration).collect();
-    let (distinct, indexes) = distinct_figures(&calibrations);
-    drop(calibrations);
-    // Per distinct figures: P(alive), purchases over the horizon, and the discounted sum of
-    // each month's expected purchases (the value of one unit of spend per purchase).
-    let per_figures: Vec<(f64, f64, f64)> = parallel::fold(
+    let (distinct, indexes) = distinct_figures(customers.iter().map(|(calibration, _)| *calibration));
+    let outlooks: Vec<Outlook> = parallel::fold(
         &distinct,
         || (Vec::new(), Scratch::new(horizon)),
         |(mut found, mut scratch), calibration| {
-            let unit = predict_one(
-                purchases,
-                &UNIT_SPEND,
-                calibration,
-                &Spend { frequency: 0.0, average: 1.0 },
-                horizon,
-                &mut scratch,
-            );
-            found.push((unit.probability_alive, unit.expected_purchases, unit.value));
+            found.push(outlook(purchases, calibration, horizon, &mut scratch));
             (found, scratch)
         },
         |(mut left, scratch), (right, _)| {
@@ -131,22 +125,17 @@ pub fn predict(
         .iter()
         .zip(indexes)
         .map(|((_, average), index)| {
-            let (probability_alive, expected_purchases, discounted_purchases) = per_figures[index as usize];
+            let outlook = &outlooks[index as usize];
             let expected_average = spend.expected_average(average);
             Prediction {
-                probability_alive,
-                expected_purchases,
+                probability_alive: outlook.probability_alive,
+                expected_purchases: outlook.expected_purchases,
                 expected_average,
-                value: expected_average * discounted_purchases,
+                value: expected_average * outlook.discounted_purchases,
             }
         })
         .collect()
 }
-
-/// A spend model whose expected average is exactly 1 for a customer without repeats
-/// (p·x = 0 leaves the population mean v·p/(q − 1) = 1): [`predict_one`] with it returns the
-/// discounted expected purchases as the value.
-const UNIT_SPEND: GammaGamma = GammaGamma { p: 1.0, q: 2.0, v: 1.0 };
 
 #[cfg(test)]
 mod tests {

@@ -51,12 +51,13 @@ impl GammaGamma {
     }
 }
 
-/// The fit's view of the repeat customers: per customer x, x·m and x's index; per distinct
+/// The fit's view of the repeat customers: per customer x and x·m; per distinct
 /// x the count; and the sums that do not depend on the parameters.
 struct Prepared {
     frequencies: Vec<f64>,
     counts: Vec<f64>,
-    customers: Vec<(u32, f64, f64)>,
+    /// Per customer: x and x·m.
+    customers: Vec<(f64, f64)>,
     sum_ln_average: f64,
     sum_x_ln_average: f64,
     sum_x_ln_x: f64,
@@ -78,7 +79,7 @@ impl Prepared {
                 sum_ln_average += m.ln();
                 sum_x_ln_average += x * m.ln();
                 sum_x_ln_x += x * x.ln();
-                (u32::try_from(index).unwrap_or(u32::MAX), x, x * m)
+                (x, x * m)
             })
             .collect();
         Self { frequencies, counts, customers, sum_ln_average, sum_x_ln_average, sum_x_ln_x }
@@ -105,7 +106,7 @@ impl Prepared {
         let sums = parallel::fold(
             &self.customers,
             || [0.0; 7],
-            |mut sums, &(_, x, total)| {
+            |mut sums, &(x, total)| {
                 let ln = (total + v).ln();
                 let inverse = 1.0 / (total + v);
                 let weight = p * x + q;

@@ -254,6 +254,18 @@ struct Pass {
     farthest: (usize, f64),
 }
 
+impl Pass {
+    fn empty(clusters: usize, dimensions: usize) -> Self {
+        Self {
+            sums: vec![0.0; clusters * dimensions],
+            counts: vec![0; clusters],
+            inertia: 0.0,
+            changed: 0,
+            farthest: (0, -1.0),
+        }
+    }
+}
+
 /// Assigns every point to its nearest centre (labels updated in place) on all cores.
 fn assign(points: &[f64], dimensions: usize, centres: &[f64], labels: &mut [u16]) -> Pass {
     let clusters = centres.len() / dimensions;
@@ -264,13 +276,7 @@ fn assign(points: &[f64], dimensions: usize, centres: &[f64], labels: &mut [u16]
     let fixed: Option<Vec<[f64; 3]>> = (dimensions == 3)
         .then(|| centres.chunks_exact(3).map(|centre| [centre[0], centre[1], centre[2]]).collect());
     let one = |offset: usize, points: &[f64], labels: &mut [u16]| {
-        let mut pass = Pass {
-            sums: vec![0.0; clusters * dimensions],
-            counts: vec![0; clusters],
-            inertia: 0.0,
-            changed: 0,
-            farthest: (0, -1.0),
-        };
+        let mut pass = Pass::empty(clusters, dimensions);
         for (index, (point, label)) in points.chunks_exact(dimensions).zip(labels.iter_mut()).enumerate() {
             let (cluster, distance) = match &fixed {
                 Some(centres) => nearest_fixed(point, centres),
@@ -310,13 +316,7 @@ fn assign(points: &[f64], dimensions: usize, centres: &[f64], labels: &mut [u16]
         })
     };
     let mut passes = passes.into_iter();
-    let mut total = passes.next().unwrap_or(Pass {
-        sums: vec![0.0; clusters * dimensions],
-        counts: vec![0; clusters],
-        inertia: 0.0,
-        changed: 0,
-        farthest: (0, -1.0),
-    });
+    let mut total = passes.next().unwrap_or_else(|| Pass::empty(clusters, dimensions));
     for pass in passes {
         for (sum, part) in total.sums.iter_mut().zip(pass.sums) {
             *sum += part;

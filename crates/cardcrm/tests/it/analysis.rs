@@ -15,6 +15,12 @@ fn analyze(dir: &std::path::Path, args: &[&str]) -> Output {
     command.output().expect("run cardcrm")
 }
 
+/// The JSON report of a run that must succeed.
+fn report(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
 #[test]
 fn rfm_on_a_file_scores_groups_and_names_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,8 +38,7 @@ fn rfm_on_a_file_scores_groups_and_names_bad_lines() {
     .unwrap();
     let path = file.to_str().unwrap();
     let output = analyze(dir.path(), &["rfm", "--input", path, "--as-of", "2026-06-30", "--format", "json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(&output);
     assert_eq!((report["purchases"].as_i64(), report["purchases_after_as_of"].as_i64()), (Some(8), Some(1)));
     let group = |id: &str| {
         report["customers"].as_array().unwrap().iter().find(|customer| customer["customer_id"] == id).unwrap()
@@ -114,8 +119,7 @@ fn clv_on_a_file_fits_both_models_and_reports_every_buyer() {
             "json",
         ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(&output);
     assert_eq!(report["customers"], 59, "C59 has no purchase in the calibration period");
     for model in ["bgnbd", "gamma_gamma"] {
         assert!(report[model]["log_likelihood"].as_f64().unwrap().is_finite(), "{}", report[model]);
@@ -187,8 +191,7 @@ fn clv_reads_a_file_in_time_order_and_one_out_of_order_to_the_same_result() {
                 "json",
             ],
         );
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let mut report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let mut report = report(&output);
         // Customers are numbered in the order they first appear: compare by id.
         let results = report["customers_results"].as_array_mut().unwrap();
         results.sort_by(|left, right| left["customer_id"].as_str().cmp(&right["customer_id"].as_str()));
@@ -229,8 +232,7 @@ fn kmeans_on_a_file_makes_stable_profiled_segments_and_can_suggest_k() {
             vec!["kmeans", "--input", file.to_str().unwrap(), "--as-of", "2026-06-30", "--format", "json"];
         args.extend_from_slice(extra);
         let output = analyze(dir.path(), &args);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+        report(&output)
     };
     let report = run(&["--clusters", "4", "--restarts", "3"]);
     let customers = report["customers"].as_array().unwrap();
@@ -314,8 +316,7 @@ fn churn_on_generated_data_finds_the_known_signal_and_reports_auc() {
         dir.path(),
         &["churn", "--input", file.to_str().unwrap(), "--as-of", &today, "--format", "json"],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(&output);
     let evaluation = &report["evaluation"];
     let (auc, precision, rate) = (
         evaluation["auc"].as_f64().unwrap(),
@@ -354,8 +355,7 @@ fn lifecycle_stages_every_buyer_once_and_counts_transitions() {
         dir.path(),
         &["lifecycle", "--input", file.to_str().unwrap(), "--as-of", &today, "--format", "json"],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(&output);
     let customers = report["customers"].as_array().unwrap();
     let stages = ["new", "growing", "mature", "declining", "won_back", "dormant", "lost"];
     for customer in customers {
@@ -413,8 +413,7 @@ fn recommend_finds_category_rules_and_suggests_what_a_customer_has_not_bought() 
             "json",
         ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(&output);
     assert_eq!(report["customers_with_purchases"], 40, "LATE bought after the day");
     let tea_cakes = report["rules"]
         .as_array()

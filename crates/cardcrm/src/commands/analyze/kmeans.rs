@@ -10,7 +10,7 @@ use cardcrm_analytics::{
 use cardcrm_service::analysis::{Keep, PurchaseFile};
 use clap::Args;
 
-use super::{Format, Timings, read_file, write_csv, write_json_with_rows};
+use super::{FileArgs, Format, Timings, read_file, write_csv, write_json_with_rows};
 use crate::commands::{CommandResult, Failure};
 
 /// Candidates `--clusters auto` tries: 2 to this many.
@@ -20,12 +20,8 @@ const SUGGEST_SAMPLE_MAX: usize = 4_000;
 
 #[derive(Debug, Args)]
 pub struct KmeansArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount.
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<std::path::PathBuf>,
-    /// The analysis day, YYYY-MM-DD, in the business's time zone.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Clusters (1 to 64), or `auto`: the k of 2 to 10 with the best silhouette on a sample
     /// (the elbow curve is printed beside it).
     #[arg(long, default_value = "8")]
@@ -36,24 +32,18 @@ pub struct KmeansArgs {
     /// Seed of the k-means++ draws: the same seed and data give the same segments.
     #[arg(long, default_value_t = KmeansSettings::default().seed)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 pub fn run(settings: &cardcrm_service::config::Settings, args: &KmeansArgs) -> CommandResult {
-    let mut timings = Timings::new(args.timings);
-    let (file, currency) =
-        read_file(settings, args.input.as_ref(), &args.as_of, Keep::Totals, args.format == Format::Table)?;
+    let mut timings = Timings::new(args.file.timings);
+    let (file, currency) = read_file(settings, &args.file, Keep::Totals)?;
     timings.step("read");
     let figures = file.accumulator.rfm_figures();
     let (members, mut points) = kmeans::rfm_features(&figures, 10_f64.powi(currency.exponent() as i32));
     if members.is_empty() {
         return Err(Failure::input(format!(
             "no customer bought anything up to {}: nothing to cluster",
-            args.as_of
+            args.file.as_of
         )));
     }
     let scaling = kmeans::standardise(&mut points, kmeans::RFM_FEATURES.len());
@@ -99,12 +89,12 @@ fn print(
     let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match args.format {
+    match args.file.format {
         Format::Table => {
             writeln!(
                 out,
                 "K-means as of {}: {} customers with purchases, k = {}, {} restarts (seed {}), inertia {:.2} after {} iterations",
-                args.as_of,
+                args.file.as_of,
                 members.len(),
                 settings.clusters,
                 settings.restarts,
@@ -152,7 +142,7 @@ fn print(
                 serde_json::json!({ "customer_id": file.customer_ids[*member], "cluster": label })
             });
             let head = serde_json::json!({
-                "as_of": args.as_of, "features": kmeans::RFM_FEATURES, "clusters": settings.clusters,
+                "as_of": args.file.as_of, "features": kmeans::RFM_FEATURES, "clusters": settings.clusters,
                 "restarts": settings.restarts, "seed": settings.seed, "inertia": clustering.inertia,
                 "restart_inertias": clustering.restart_inertias, "iterations": clustering.iterations,
                 "scaling": { "means": scaling.means, "deviations": scaling.deviations },

@@ -11,7 +11,7 @@ use cardcrm_analytics::{
 use cardcrm_service::analysis::Keep;
 use clap::Args;
 
-use super::{Format, Timings, code, read_file, write_csv, write_json_with_rows};
+use super::{FileArgs, Format, Timings, code, read_file, write_csv, write_json_with_rows};
 use crate::commands::{CommandResult, Failure};
 
 /// Longest churn window or comparison span, in days.
@@ -19,12 +19,8 @@ const WINDOW_DAYS_MAX: i32 = 1_000;
 
 #[derive(Debug, Args)]
 pub struct LifecycleArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount.
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<std::path::PathBuf>,
-    /// The analysis day, YYYY-MM-DD, in the business's time zone.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Days without a purchase after which a customer is dormant.
     #[arg(long, default_value_t = 180)]
     pub dormant_days: i32,
@@ -34,33 +30,18 @@ pub struct LifecycleArgs {
     /// The transitions are counted from this many days before the analysis day.
     #[arg(long, default_value_t = 90)]
     pub compare_days: i32,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ChurnArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount.
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<std::path::PathBuf>,
-    /// The analysis day, YYYY-MM-DD: the model is trained at as-of − 2·window, evaluated at
-    /// as-of − window and scores every customer at as-of.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Days without a purchase after a cutoff that count as churned.
     #[arg(long, default_value_t = 90)]
     pub window_days: i32,
     /// Share of the evaluated customers that make the "top k" of the report.
     #[arg(long, default_value_t = 0.1)]
     pub top_share: f64,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 fn check_days(name: &str, days: i32) -> Result<(), Failure> {
@@ -82,10 +63,9 @@ pub fn run_lifecycle(settings: &cardcrm_service::config::Settings, args: &Lifecy
         return Err(Failure::input("--lost-days must be longer than --dormant-days (and at most 10,000)"));
     }
     let rules = LifecycleRules { dormant_days: args.dormant_days, lost_days: args.lost_days };
-    let mut timings = Timings::new(args.timings);
+    let mut timings = Timings::new(args.file.timings);
     let keep = Keep::History([0, args.compare_days, args.compare_days]);
-    let (file, _) =
-        read_file(settings, args.input.as_ref(), &args.as_of, keep, args.format == Format::Table)?;
+    let (file, _) = read_file(settings, &args.file, keep)?;
     timings.step("read");
     let history = file.history.as_ref().ok_or_else(|| Failure::other("the reader kept no history"))?;
     let (now, before) = (history.cutoffs()[0], history.cutoffs()[1]);
@@ -106,12 +86,12 @@ pub fn run_lifecycle(settings: &cardcrm_service::config::Settings, args: &Lifecy
     let count = |at: fn(&Pair) -> Option<Stage>, stage: Stage| {
         stages.iter().filter(|pair| at(pair) == Some(stage)).count()
     };
-    match args.format {
+    match args.file.format {
         Format::Table => {
             writeln!(
                 out,
                 "Lifecycle as of {} (dormant after {} days, lost after {}), against {} days before",
-                args.as_of, rules.dormant_days, rules.lost_days, args.compare_days
+                args.file.as_of, rules.dormant_days, rules.lost_days, args.compare_days
             )
             .map_err(io)?;
             writeln!(out, "{:<10} {:<5} {:>10} {:>10}", "stage", "", "now", "before").map_err(io)?;
@@ -151,7 +131,7 @@ pub fn run_lifecycle(settings: &cardcrm_service::config::Settings, args: &Lifecy
                 |((before, now), id)| serde_json::json!({ "customer_id": id, "stage": now, "stage_before": before }),
             );
             let head = serde_json::json!({
-                "as_of": args.as_of, "compare_days": args.compare_days, "dormant_days": rules.dormant_days,
+                "as_of": args.file.as_of, "compare_days": args.compare_days, "dormant_days": rules.dormant_days,
                 "lost_days": rules.lost_days, "transitions": transitions,
             });
             write_json_with_rows(&mut out, head, "customers", customers)?;
@@ -194,17 +174,16 @@ pub fn run_churn(settings: &cardcrm_service::config::Settings, args: &ChurnArgs)
     if !(args.top_share > 0.0 && args.top_share <= 1.0) {
         return Err(Failure::input("--top-share must be above 0 and at most 1"));
     }
-    let mut timings = Timings::new(args.timings);
+    let mut timings = Timings::new(args.file.timings);
     let window = args.window_days;
     let keep = Keep::History([0, window, 2 * window]);
-    let (file, currency) =
-        read_file(settings, args.input.as_ref(), &args.as_of, keep, args.format == Format::Table)?;
+    let (file, currency) = read_file(settings, &args.file, keep)?;
     timings.step("read");
     let history = file.history.as_ref().ok_or_else(|| Failure::other("the reader kept no history"))?;
     let scale = 10_f64.powi(currency.exponent() as i32);
     let (training_rows, training_labels) = labelled(history, 2, window, scale);
     let model = churn::train(&training_rows, &training_labels).map_err(|error| {
-        Failure::input(format!("training at {} days before {}: {error}", 2 * window, args.as_of))
+        Failure::input(format!("training at {} days before {}: {error}", 2 * window, args.file.as_of))
     })?;
     timings.step("train");
     let (evaluation_rows, evaluation_labels) = labelled(history, 1, window, scale);
@@ -223,12 +202,12 @@ pub fn run_churn(settings: &cardcrm_service::config::Settings, args: &ChurnArgs)
     timings.step("score");
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match args.format {
+    match args.file.format {
         Format::Table => {
             writeln!(
                 out,
                 "Churn (no purchase within {window} days) as of {}: trained on {} customers at −{} days (churn rate {:.1}%)",
-                args.as_of,
+                args.file.as_of,
                 model.training_customers,
                 2 * window,
                 model.training_churn_rate * 100.0
@@ -266,7 +245,7 @@ pub fn run_churn(settings: &cardcrm_service::config::Settings, args: &ChurnArgs)
                 out,
                 "scored {} customers as of {}: {high} at 50% risk or more",
                 scored.len(),
-                args.as_of
+                args.file.as_of
             )
             .map_err(io)?;
         }
@@ -275,7 +254,7 @@ pub fn run_churn(settings: &cardcrm_service::config::Settings, args: &ChurnArgs)
                 serde_json::json!({ "customer_id": file.customer_ids[*customer], "probability": probability, "factors": factors })
             });
             let head = serde_json::json!({
-                "as_of": args.as_of, "window_days": window, "features": churn::FEATURES, "model": model,
+                "as_of": args.file.as_of, "window_days": window, "features": churn::FEATURES, "model": model,
                 "evaluation": evaluation,
             });
             write_json_with_rows(&mut out, head, "customers", customers)?;

@@ -29,7 +29,8 @@ use crate::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyzeCommand {
-    /// RFM scores (quintiles, pandas' tie rule), the eight classic groups and the segments.
+    /// RFM scores (quintiles, pandas' tie rule), the eight classic groups and the segments;
+    /// recency is measured to --as-of.
     Rfm(RfmArgs),
     /// K-means segments on the RFM figures (log scale, standardised; k-means++, restarts,
     /// fixed seed), with each cluster's profile and a readable label.
@@ -37,26 +38,23 @@ pub enum AnalyzeCommand {
     /// Lifecycle stages (new, growing, mature, declining, won back, dormant, lost) by
     /// documented rules, and the transitions since an earlier day.
     Lifecycle(lifecycle::LifecycleArgs),
-    /// Churn risk: a model trained and evaluated on the file's own history (AUC, precision
-    /// in the top k, calibration), then every customer scored with their main risk factors.
+    /// Churn risk: a model trained at --as-of − 2·window and evaluated at --as-of − window on
+    /// the file's own history (AUC, precision in the top k, calibration), then every customer
+    /// scored at --as-of with their main risk factors.
     Churn(lifecycle::ChurnArgs),
     /// Category association rules (support, confidence, lift) and each customer's
     /// next-best categories, with a popularity fallback (needs a category column).
     Recommend(recommend::RecommendArgs),
     /// Lifetime value: BG/NBD (expected purchases, P(alive)) and Gamma–Gamma (spend), fitted
-    /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does.
+    /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does
+    /// (with --unit week, the whole week — Monday to Sunday — that holds --as-of).
     Clv(ClvArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ClvArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount.
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// The end of the calibration period, YYYY-MM-DD, in the business's time zone: with
-    /// --unit week the whole week (Monday to Sunday) that holds it, as lifetimes counts.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// The models' time unit: purchases on the same day (or week, Monday to Sunday) count once.
     #[arg(long, value_enum, default_value_t = Unit::Week)]
     pub unit: Unit,
@@ -66,11 +64,6 @@ pub struct ClvArgs {
     /// Monthly discount rate (0.01: 1% a month).
     #[arg(long, default_value_t = 0.01)]
     pub discount: f64,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 /// How long each step of an analysis took, printed with `--timings`.
@@ -104,6 +97,24 @@ impl Timings {
     }
 }
 
+/// What every analysis of a file takes: the file, the analysis day, the output format.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// A purchases file: CSV with columns customer_id,timestamp,amount (category and store
+    /// optional; `analyze recommend` needs category).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The analysis day, YYYY-MM-DD, in the business's time zone: purchases up to and
+    /// including it count.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Print how long each step took (milliseconds, one JSON line) on standard error.
+    #[arg(long)]
+    pub timings: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Unit {
     Day,
@@ -122,43 +133,26 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct RfmArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount (category and store
-    /// optional).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// The analysis day, YYYY-MM-DD, in the business's time zone: purchases up to and
-    /// including it count, recency is measured to it.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Bins per score (5: quintiles; the named segments need 5).
     #[arg(long, default_value_t = 5)]
     pub bins: usize,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult {
     let settings = load_settings(global, None)?;
     match command {
         AnalyzeCommand::Rfm(args) => {
-            let mut timings = Timings::new(args.timings);
-            let (file, _) = read_file(
-                &settings,
-                args.input.as_ref(),
-                &args.as_of,
-                Keep::Totals,
-                args.format == Format::Table,
-            )?;
+            let mut timings = Timings::new(args.file.timings);
+            let (file, _) = read_file(&settings, &args.file, Keep::Totals)?;
             timings.step("read");
             let figures = file.accumulator.rfm_figures();
             let settings = RfmSettings { bins: args.bins, cut: Cut::Mean };
             let (results, cuts) =
                 rfm::analyse(&figures, &settings).map_err(|error| Failure::input(error.to_string()))?;
             timings.step("rfm");
-            print_rfm(&file, &figures, &results, &cuts, args.format, &args.as_of)?;
+            print_rfm(&file, &figures, &results, &cuts, args.file.format, &args.file.as_of)?;
             timings.step("write");
             timings.print();
             Ok(())
@@ -168,21 +162,18 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
         AnalyzeCommand::Recommend(args) => recommend::run(&settings, &args),
         AnalyzeCommand::Clv(args) => {
-            let mut timings = Timings::new(args.timings);
+            let mut timings = Timings::new(args.file.timings);
             let unit = match args.unit {
                 Unit::Day => PeriodUnit::Day,
                 Unit::Week => PeriodUnit::Week,
             };
-            let show = args.format == Format::Table;
-            let (mut file, currency) =
-                read_file(&settings, args.input.as_ref(), &args.as_of, Keep::Periods(unit), show)?;
+            let (mut file, currency) = read_file(&settings, &args.file, Keep::Periods(unit))?;
             let end_period = unit.period_of_day(file.as_of_day());
             let summaries = match file.periods.take() {
                 Some(periods) if periods.in_order() => periods.summaries(file.customer_ids.len()),
                 _ => {
                     // Not in time order per customer: read again keeping every purchase, and sort.
-                    (file, _) =
-                        read_file(&settings, args.input.as_ref(), &args.as_of, Keep::Purchases(unit), show)?;
+                    (file, _) = read_file(&settings, &args.file, Keep::Purchases(unit))?;
                     let mut purchases = std::mem::take(&mut file.purchases);
                     period_summaries(&mut purchases, file.customer_ids.len(), end_period)
                 }
@@ -195,14 +186,14 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
     }
 }
 
-/// Opens and reads `--input`, with a spinner on a terminal table run.
+/// Opens and reads `--input`, with a spinner on a table run.
 fn read_file(
     settings: &cardcrm_service::config::Settings,
-    input: Option<&PathBuf>,
-    as_of: &str,
+    args: &FileArgs,
     keep: Keep,
-    show_progress: bool,
 ) -> Result<(PurchaseFile, Currency), Failure> {
+    let (input, as_of, show_progress) =
+        (args.input.as_ref(), args.as_of.as_str(), args.format == Format::Table);
     let Some(input) = input else {
         return Err(Failure::input(
             "this analysis needs --input FILE for now: the analysis over the database is not built yet",
@@ -478,11 +469,11 @@ fn print_clv(
         )
     });
     let header = serde_json::json!({
-        "as_of": args.as_of, "unit": unit, "customers": bought.len(), "months": args.months,
+        "as_of": args.file.as_of, "unit": unit, "customers": bought.len(), "months": args.months,
         "monthly_discount": args.discount,
         "bgnbd": purchases, "gamma_gamma": spend,
     });
-    match args.format {
+    match args.file.format {
         Format::Json => {
             let customers = rows.map(|(id, summary, average, alive, expected, value)| {
                 serde_json::json!({
@@ -526,7 +517,7 @@ fn print_clv(
             writeln!(
                 out,
                 "CLV as of {} ({} customers with purchases, unit {:?}, {} months, {}% a month)",
-                args.as_of,
+                args.file.as_of,
                 bought.len(),
                 args.unit,
                 args.months,

@@ -7,7 +7,7 @@ use cardcrm_analytics::recommend;
 use cardcrm_service::analysis::Keep;
 use clap::Args;
 
-use super::{Format, Timings, read_file, write_csv, write_json_with_rows};
+use super::{FileArgs, Format, Timings, read_file, write_csv, write_json_with_rows};
 use crate::commands::{CommandResult, Failure};
 
 /// Most suggestions per customer.
@@ -17,12 +17,8 @@ const TABLE_RULES_MAX: usize = 20;
 
 #[derive(Debug, Args)]
 pub struct RecommendArgs {
-    /// A purchases file: CSV with columns customer_id,timestamp,amount,category.
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<std::path::PathBuf>,
-    /// The analysis day, YYYY-MM-DD: purchases up to it count.
-    #[arg(long, value_name = "DATE")]
-    pub as_of: String,
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Least share of all customers who bought both categories of a rule.
     #[arg(long, default_value_t = 0.01)]
     pub min_support: f64,
@@ -32,11 +28,6 @@ pub struct RecommendArgs {
     /// Suggestions per customer.
     #[arg(long, default_value_t = 3)]
     pub count: usize,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Print how long each step took (milliseconds, one JSON line) on standard error.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 fn io(error: std::io::Error) -> Failure {
@@ -50,14 +41,8 @@ pub fn run(settings: &cardcrm_service::config::Settings, args: &RecommendArgs) -
     if !(1..=SUGGESTIONS_MAX).contains(&args.count) {
         return Err(Failure::input(format!("--count must be between 1 and {SUGGESTIONS_MAX}")));
     }
-    let mut timings = Timings::new(args.timings);
-    let (file, _) = read_file(
-        settings,
-        args.input.as_ref(),
-        &args.as_of,
-        Keep::Categories,
-        args.format == Format::Table,
-    )?;
+    let mut timings = Timings::new(args.file.timings);
+    let (file, _) = read_file(settings, &args.file, Keep::Categories)?;
     timings.step("read");
     // Customers who bought something up to the day (their category set may be empty when
     // their rows carried no category).
@@ -86,12 +71,12 @@ pub fn run(settings: &cardcrm_service::config::Settings, args: &RecommendArgs) -
             "support": rule.support, "confidence": rule.confidence, "lift": rule.lift,
         })
     };
-    match args.format {
+    match args.file.format {
         Format::Table => {
             writeln!(
                 out,
                 "Category rules as of {}: {} customers with purchases, {} categories, {} rules (support ≥ {}, confidence ≥ {})",
-                args.as_of,
+                args.file.as_of,
                 buyers.len(),
                 names.len(),
                 rules.len(),
@@ -143,7 +128,7 @@ pub fn run(settings: &cardcrm_service::config::Settings, args: &RecommendArgs) -
                 })
             });
             let head = serde_json::json!({
-                "as_of": args.as_of, "customers_with_purchases": buyers.len(), "categories": names,
+                "as_of": args.file.as_of, "customers_with_purchases": buyers.len(), "categories": names,
                 "rules": rules.iter().map(rule_json).collect::<Vec<_>>(),
             });
             write_json_with_rows(&mut out, head, "customers", customers)?;
