@@ -44,7 +44,11 @@ rfm["r"] = pd.qcut(rfm["recency_days"].rank(method="first"), 5, labels=[5, 4, 3,
 rfm["f"] = pd.qcut(rfm["frequency"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
 rfm["m"] = pd.qcut(rfm["monetary"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
 timings["rfm_s"] = time.perf_counter() - start
-rfm[["r", "f", "m"]].to_csv(out + "-pandas-rfm.csv")
+# Not timed, for the agreement: the M score again with each total rounded to fen. The float
+# sums above can make two customers' equal totals differ by an ulp, which swaps their
+# "first" ranks; cardcrm sums integer fen, so equal totals stay equal.
+rfm["m_fen"] = pd.qcut((rfm["monetary"] * 100).round().rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
+rfm[["r", "f", "m", "m_fen"]].to_csv(out + "-pandas-rfm.csv")
 
 features = np.column_stack(
     [-np.log1p(rfm["recency_days"].to_numpy(float)), np.log1p(rfm["frequency"].to_numpy(float)), np.log1p(rfm["monetary"].to_numpy(float))]
