@@ -49,6 +49,18 @@ impl Accumulator {
         totals.monetary_minor = totals.monetary_minor.saturating_add(amount_minor);
     }
 
+    /// A refund of `amount_minor` (negative) on `day`: lowers the customer's monetary total,
+    /// never below zero, and is not a purchase. A refund after the analysis day, or of a
+    /// customer with no purchase by then, changes nothing.
+    pub fn refund(&mut self, customer: u32, day: i32, amount_minor: i64) {
+        if day > self.as_of_day {
+            return;
+        }
+        if let Some(Some(totals)) = self.totals.get_mut(customer as usize) {
+            totals.monetary_minor = totals.monetary_minor.saturating_add(amount_minor).max(0);
+        }
+    }
+
     /// The analysis day.
     pub fn as_of_day(&self) -> i32 {
         self.as_of_day

@@ -75,10 +75,17 @@ pub enum Permission {
     /// Put a member on a tier by hand for a while, audited.
     #[serde(rename = "tier.override")]
     TierOverride,
+    /// See analysis runs, their segments and members (customer ids, no personal data), and
+    /// export them.
+    #[serde(rename = "analysis.read")]
+    AnalysisRead,
+    /// Run an analysis of the whole business's purchases and store its segments.
+    #[serde(rename = "analysis.run")]
+    AnalysisRun,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 27] = [
         Self::CustomerRead,
         Self::CustomerWrite,
         Self::CustomerReveal,
@@ -104,6 +111,8 @@ impl Permission {
         Self::LoyaltyWrite,
         Self::LoyaltyManage,
         Self::TierOverride,
+        Self::AnalysisRead,
+        Self::AnalysisRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +142,8 @@ impl Permission {
             Self::LoyaltyWrite => "loyalty.write",
             Self::LoyaltyManage => "loyalty.manage",
             Self::TierOverride => "tier.override",
+            Self::AnalysisRead => "analysis.read",
+            Self::AnalysisRun => "analysis.run",
         }
     }
 
@@ -230,6 +241,8 @@ impl Role {
                 LoyaltyRead,
                 LoyaltyWrite,
                 TierOverride,
+                AnalysisRead,
+                AnalysisRun,
             ],
             Self::Clerk => &[
                 CustomerRead,
@@ -253,8 +266,10 @@ impl Role {
                 LoyaltyRead,
                 LoyaltyWrite,
             ],
-            Self::Marketer => &[CustomerRead, CardRead, LoyaltyRead, LoyaltyWrite],
-            Self::Analyst => &[CustomerRead, TransactionRead, CardRead, LedgerRead, LoyaltyRead],
+            Self::Marketer => &[CustomerRead, CardRead, LoyaltyRead, LoyaltyWrite, AnalysisRead],
+            Self::Analyst => {
+                &[CustomerRead, TransactionRead, CardRead, LedgerRead, LoyaltyRead, AnalysisRead, AnalysisRun]
+            }
         }
     }
 

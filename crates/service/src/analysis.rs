@@ -188,25 +188,10 @@ pub fn read_purchases(
             "this analysis needs a category column beside customer_id, timestamp and amount".into(),
         ));
     }
-    let mut category_names: Vec<String> = Vec::new();
-    let mut customer_categories: Vec<u64> = Vec::new();
-    let mut numbers: HashMap<String, u32, foldhash::fast::RandomState> = HashMap::default();
-    let mut customer_ids = Vec::new();
-    let as_of_day = day_number(as_of);
-    let mut accumulator = Accumulator::new(as_of_day);
-    let mut purchases = Vec::new();
-    let mut periods = match keep {
-        Keep::Periods(unit) => Some((unit, PeriodAccumulator::new(unit.period_of_day(as_of_day)))),
-        _ => None,
-    };
-    let mut history = match keep {
-        Keep::History(days_back) => Some(HistoryAccumulator::new(&days_back.map(|back| as_of_day - back))),
-        _ => None,
-    };
+    let mut collector = Collector::new(as_of, keep);
     let mut record = csv::ByteRecord::new();
-    let mut rows = 0_u64;
     loop {
-        let line = rows + 2;
+        let line = collector.rows + 2;
         match csv.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
@@ -217,14 +202,6 @@ pub fn read_purchases(
                     format!("the row does not read: {error}"),
                 ));
             }
-        }
-        rows += 1;
-        if rows > ANALYSIS_ROWS_MAX {
-            return Err(bad(
-                "analysis.too_many_rows",
-                Some(line),
-                format!("at most {ANALYSIS_ROWS_MAX} rows"),
-            ));
         }
         let field = |column: usize, name: &str| {
             std::str::from_utf8(record.get(column).unwrap_or_default())
@@ -238,75 +215,150 @@ pub fn read_purchases(
             .map_err(|message| bad("analysis.row_invalid", Some(line), format!("timestamp: {message}")))?;
         let amount_minor = parse_amount_minor(field(amount_column, "amount")?, currency)
             .map_err(|error| bad("analysis.row_invalid", Some(line), format!("amount: {}", error.message)))?;
-        let number = match numbers.get(customer) {
+        let number = match collector.numbers.get(customer) {
             Some(number) => *number,
-            None => {
-                if customer_ids.len() >= ANALYSIS_CUSTOMERS_MAX {
-                    return Err(bad(
-                        "analysis.too_many_customers",
-                        Some(line),
-                        format!("at most {ANALYSIS_CUSTOMERS_MAX} customers"),
-                    ));
-                }
-                let number = customer_ids.len() as u32;
-                numbers.insert(customer.to_owned(), number);
-                customer_ids.push(customer.to_owned());
-                number
-            }
+            None => collector.new_customer(customer.to_owned(), Some(line))?,
         };
-        accumulator.add(number, day, amount_minor);
-        if let Keep::Purchases(unit) = keep {
-            purchases.push((number, unit.period_of_day(day), amount_minor));
-        }
-        if let Some((unit, periods)) = periods.as_mut() {
-            periods.add(number, unit.period_of_day(day), amount_minor);
-        }
-        if let Some(history) = history.as_mut() {
-            history.add(number, day, amount_minor);
-        }
-        if let (Keep::Categories, Some(category_column)) = (keep, category_column)
-            && day <= as_of_day
-        {
-            let category = field(category_column, "category")?.trim();
-            if !category.is_empty() {
-                let bit = match category_names.iter().position(|name| name == category) {
-                    Some(bit) => bit,
-                    None if category_names.len() < CATEGORIES_MAX => {
-                        category_names.push(category.to_owned());
-                        category_names.len() - 1
-                    }
-                    None => {
-                        return Err(bad(
-                            "analysis.too_many_categories",
-                            Some(line),
-                            format!(
-                                "category: at most {CATEGORIES_MAX} distinct categories; {category:?} would be one more"
-                            ),
-                        ));
-                    }
-                };
-                let index = number as usize;
-                if index >= customer_categories.len() {
-                    customer_categories.resize(index + 1, 0);
-                }
-                customer_categories[index] |= 1 << bit;
-            }
-        }
-        if rows.is_multiple_of(1_000_000) {
-            progress(rows);
+        let category = match (keep, category_column) {
+            (Keep::Categories, Some(column)) => Some(field(column, "category")?.trim()),
+            _ => None,
+        };
+        collector.add(number, day, amount_minor, category, Some(line))?;
+        if collector.rows.is_multiple_of(1_000_000) {
+            progress(collector.rows);
         }
     }
-    progress(rows);
-    Ok(PurchaseFile {
-        customer_ids,
-        accumulator,
-        rows,
-        purchases,
-        periods: periods.map(|(_, periods)| periods),
-        history,
-        category_names,
-        customer_categories,
-    })
+    progress(collector.rows);
+    Ok(collector.finish())
+}
+
+/// Builds a [`PurchaseFile`] row by row: the file reader and the database reader feed it.
+pub(crate) struct Collector {
+    keep: Keep,
+    as_of_day: i32,
+    numbers: HashMap<String, u32, foldhash::fast::RandomState>,
+    customer_ids: Vec<String>,
+    accumulator: Accumulator,
+    purchases: Vec<(u32, i32, i64)>,
+    periods: Option<(PeriodUnit, PeriodAccumulator)>,
+    history: Option<HistoryAccumulator>,
+    category_names: Vec<String>,
+    customer_categories: Vec<u64>,
+    pub(crate) rows: u64,
+}
+
+impl Collector {
+    pub(crate) fn new(as_of: Date, keep: Keep) -> Self {
+        let as_of_day = day_number(as_of);
+        Self {
+            keep,
+            as_of_day,
+            numbers: HashMap::default(),
+            customer_ids: Vec::new(),
+            accumulator: Accumulator::new(as_of_day),
+            purchases: Vec::new(),
+            periods: match keep {
+                Keep::Periods(unit) => Some((unit, PeriodAccumulator::new(unit.period_of_day(as_of_day)))),
+                _ => None,
+            },
+            history: match keep {
+                Keep::History(days_back) => {
+                    Some(HistoryAccumulator::new(&days_back.map(|back| as_of_day - back)))
+                }
+                _ => None,
+            },
+            category_names: Vec::new(),
+            customer_categories: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Numbers a customer not seen before.
+    pub(crate) fn new_customer(&mut self, id: String, line: Option<u64>) -> ServiceResult<u32> {
+        if self.customer_ids.len() >= ANALYSIS_CUSTOMERS_MAX {
+            return Err(bad(
+                "analysis.too_many_customers",
+                line,
+                format!("at most {ANALYSIS_CUSTOMERS_MAX} customers"),
+            ));
+        }
+        let number = self.customer_ids.len() as u32;
+        self.numbers.insert(id.clone(), number);
+        self.customer_ids.push(id);
+        Ok(number)
+    }
+
+    /// Adds one purchase of customer `number` on local day `day`.
+    pub(crate) fn add(
+        &mut self,
+        number: u32,
+        day: i32,
+        amount_minor: i64,
+        category: Option<&str>,
+        line: Option<u64>,
+    ) -> ServiceResult<()> {
+        self.rows += 1;
+        if self.rows > ANALYSIS_ROWS_MAX {
+            return Err(bad("analysis.too_many_rows", line, format!("at most {ANALYSIS_ROWS_MAX} rows")));
+        }
+        self.accumulator.add(number, day, amount_minor);
+        if let Keep::Purchases(unit) = self.keep {
+            self.purchases.push((number, unit.period_of_day(day), amount_minor));
+        }
+        if let Some((unit, periods)) = self.periods.as_mut() {
+            periods.add(number, unit.period_of_day(day), amount_minor);
+        }
+        if let Some(history) = self.history.as_mut() {
+            history.add(number, day, amount_minor);
+        }
+        if let Some(category) = category
+            && day <= self.as_of_day
+            && !category.is_empty()
+        {
+            let bit = match self.category_names.iter().position(|name| name == category) {
+                Some(bit) => bit,
+                None if self.category_names.len() < CATEGORIES_MAX => {
+                    self.category_names.push(category.to_owned());
+                    self.category_names.len() - 1
+                }
+                None => {
+                    return Err(bad(
+                        "analysis.too_many_categories",
+                        line,
+                        format!(
+                            "category: at most {CATEGORIES_MAX} distinct categories; {category:?} would be one more"
+                        ),
+                    ));
+                }
+            };
+            let index = number as usize;
+            if index >= self.customer_categories.len() {
+                self.customer_categories.resize(index + 1, 0);
+            }
+            self.customer_categories[index] |= 1 << bit;
+        }
+        Ok(())
+    }
+
+    /// A refund (a negative amount) of customer `number` on `day`: it lowers what they
+    /// paid but is not a visit, so only the totals see it.
+    pub(crate) fn refund(&mut self, number: u32, day: i32, amount_minor: i64) {
+        self.rows += 1;
+        self.accumulator.refund(number, day, amount_minor);
+    }
+
+    pub(crate) fn finish(self) -> PurchaseFile {
+        PurchaseFile {
+            customer_ids: self.customer_ids,
+            accumulator: self.accumulator,
+            rows: self.rows,
+            purchases: self.purchases,
+            periods: self.periods.map(|(_, periods)| periods),
+            history: self.history,
+            category_names: self.category_names,
+            customer_categories: self.customer_categories,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -208,7 +208,9 @@ pub mod perm {
         LoyaltyRead,
         LoyaltyWrite,
         LoyaltyManage,
-        TierOverride
+        TierOverride,
+        AnalysisRead,
+        AnalysisRun
     );
 }
 

@@ -21,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0002_cards_and_ledger.sql"),
     },
     Migration { version: 3, name: "loyalty", sql: include_str!("../migrations/0003_loyalty.sql") },
+    Migration { version: 4, name: "analysis", sql: include_str!("../migrations/0004_analysis.sql") },
 ];
 
 /// The newest schema version this build knows.
@@ -44,18 +45,20 @@ fn render(sql: &str, backend: Backend) -> String {
             _ => {}
         }
     }
-    let replacements: [(&str, &str); 4] = match backend {
+    let replacements: [(&str, &str); 5] = match backend {
         Backend::Sqlite => [
             ("{serial}", "INTEGER PRIMARY KEY"),
             ("{int}", "INTEGER"),
             ("{blob}", "BLOB"),
             ("{text_c}", "TEXT COLLATE BINARY"),
+            ("{real}", "REAL"),
         ],
         Backend::Postgres => [
             ("{serial}", "BIGSERIAL PRIMARY KEY"),
             ("{int}", "BIGINT"),
             ("{blob}", "BYTEA"),
             ("{text_c}", "TEXT COLLATE \"C\""),
+            ("{real}", "DOUBLE PRECISION"),
         ],
     };
     for (token, replacement) in replacements {

@@ -30,7 +30,8 @@ use crate::problem::Problem;
         (name = "imports", description = "CSV and XLSX imports"),
         (name = "cards", description = "Card products 卡种, tiers and cards (C2)"),
         (name = "ledger", description = "Stored value 储值 on a double-entry ledger: top-ups, payments, refunds, checkout, statements, reconciliation (C2). Requests that move value need an Idempotency-Key header."),
-        (name = "loyalty", description = "Loyalty programme 忠诚度计划 (C3): earning rules, points lots with expiry, tiers, coupons, the points mall, partners, liability. Requests that move points need an Idempotency-Key header.")
+        (name = "loyalty", description = "Loyalty programme 忠诚度计划 (C3): earning rules, points lots with expiry, tiers, coupons, the points mall, partners, liability. Requests that move points need an Idempotency-Key header."),
+        (name = "analysis", description = "Analyses (C4): RFM, K-means, lifecycle, churn risk and lifetime value over the purchases, stored as runs whose segments 分群 campaigns target; members exported as CSV or Parquet.")
     )
 )]
 pub struct ApiDoc;

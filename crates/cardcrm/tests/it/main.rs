@@ -5,6 +5,7 @@
 mod support;
 
 mod analysis;
+mod analysis_database;
 mod api_access;
 mod api_customers;
 mod api_errors;

@@ -1,5 +1,6 @@
 //! Repositories: the SQL for each table group, as plain functions over a [`crate::Conn`].
 
+pub mod analysis;
 pub mod audit;
 pub mod cards;
 pub mod customers;

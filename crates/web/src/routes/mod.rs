@@ -1,6 +1,7 @@
 //! Every route of the API. All of them are registered here through `OpenApiRouter`, so the
 //! OpenAPI document and the router cannot disagree.
 
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod cards;
@@ -92,6 +93,10 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(loyalty::record_sale))
         .routes(routes!(loyalty::refund_sale))
         .routes(routes!(loyalty::liability))
+        .routes(routes!(analysis::runs, analysis::run_analysis))
+        .routes(routes!(analysis::run))
+        .routes(routes!(analysis::members))
+        .routes(routes!(analysis::export))
         .routes(routes!(loyalty::events))
         .routes(routes!(loyalty::run_job))
         .routes(routes!(loyalty::partners, loyalty::create_partner))

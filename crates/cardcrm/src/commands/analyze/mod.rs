@@ -1,7 +1,8 @@
-//! `cardcrm analyze`: customer analyses (`rfm`, `kmeans`, `clv`) on a purchases file with
-//! no database (`--input FILE`); the analyses over the database, the other analyses and
-//! their persisted segments are the next steps of issue 5.
+//! `cardcrm analyze`: customer analyses (`rfm`, `kmeans`, `lifecycle`, `churn`, `clv`,
+//! `recommend`) on a purchases file with no database (`--input FILE`), or over the
+//! database's purchases, where each run is stored with its segments (`database`).
 
+mod database;
 mod kmeans;
 mod lifecycle;
 mod recommend;
@@ -20,7 +21,10 @@ use cardcrm_analytics::{
     rfm::{self, Cut, RfmGroup, RfmResult, RfmSettings},
 };
 use cardcrm_domain::money::Currency;
-use cardcrm_service::analysis::{Keep, PurchaseFile, read_purchases};
+use cardcrm_service::{
+    analysis::{Keep, PurchaseFile, read_purchases},
+    segments::AnalysisRequest,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +53,12 @@ pub enum AnalyzeCommand {
     /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does
     /// (with --unit week, the whole week — Monday to Sunday — that holds --as-of).
     Clv(ClvArgs),
+    /// The stored runs of analyses over the database, newest first.
+    Runs(database::RunsArgs),
+    /// One stored run: its figures and its segments with their rules and sizes.
+    Show(database::ShowArgs),
+    /// A run's segment members (run_id, segment, customer_id, score) as CSV or Parquet.
+    Export(database::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +111,8 @@ impl Timings {
 #[derive(Debug, Args)]
 pub struct FileArgs {
     /// A purchases file: CSV with columns customer_id,timestamp,amount (category and store
-    /// optional; `analyze recommend` needs category).
+    /// optional; `analyze recommend` needs category). Without it the database's purchases
+    /// are analysed and the run is stored with its segments (`analyze runs`, `analyze export`).
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// The analysis day, YYYY-MM-DD, in the business's time zone: purchases up to and
@@ -140,7 +151,75 @@ pub struct RfmArgs {
     pub bins: usize,
 }
 
+/// The request of an analysis over the database: a subcommand given no `--input`.
+fn database_request(command: &AnalyzeCommand) -> Result<Option<(AnalysisRequest, Format)>, Failure> {
+    let file = match command {
+        AnalyzeCommand::Rfm(args) => &args.file,
+        AnalyzeCommand::Kmeans(args) => &args.file,
+        AnalyzeCommand::Lifecycle(args) => &args.file,
+        AnalyzeCommand::Churn(args) => &args.file,
+        AnalyzeCommand::Recommend(args) => &args.file,
+        AnalyzeCommand::Clv(args) => &args.file,
+        AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => return Ok(None),
+    };
+    if file.input.is_some() {
+        return Ok(None);
+    }
+    let mut request = AnalysisRequest { as_of: Some(file.as_of.clone()), ..AnalysisRequest::default() };
+    match command {
+        AnalyzeCommand::Rfm(args) => {
+            if args.bins != 5 {
+                return Err(Failure::input("the analysis over the database scores quintiles: --bins 5"));
+            }
+            request.kind = "rfm".into();
+        }
+        AnalyzeCommand::Kmeans(args) => {
+            request.kind = "kmeans".into();
+            request.clusters = Some(args.clusters.trim().parse().map_err(|_| {
+                Failure::input(
+                    "--clusters: the analysis over the database takes a number (auto needs --input)",
+                )
+            })?);
+            request.restarts = Some(args.restarts);
+            request.seed = Some(args.seed);
+        }
+        AnalyzeCommand::Lifecycle(args) => {
+            request.kind = "lifecycle".into();
+            request.dormant_days = Some(args.dormant_days);
+            request.lost_days = Some(args.lost_days);
+        }
+        AnalyzeCommand::Churn(args) => {
+            request.kind = "churn".into();
+            request.window_days = Some(args.window_days);
+        }
+        AnalyzeCommand::Clv(args) => {
+            request.kind = "clv".into();
+            request.unit = Some(match args.unit {
+                Unit::Day => "day".into(),
+                Unit::Week => "week".into(),
+            });
+            request.months = Some(args.months);
+            request.monthly_discount = Some(args.discount);
+        }
+        _ => {
+            return Err(Failure::input(
+                "analyze recommend reads a purchases file for now: give --input FILE",
+            ));
+        }
+    }
+    Ok(Some((request, file.format)))
+}
+
 pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult {
+    if let Some((request, format)) = database_request(&command)? {
+        return database::run_on_database(global, request, format).await;
+    }
+    match &command {
+        AnalyzeCommand::Runs(args) => return database::runs(global, args).await,
+        AnalyzeCommand::Show(args) => return database::show(global, args).await,
+        AnalyzeCommand::Export(args) => return database::export(global, args).await,
+        _ => {}
+    }
     let settings = load_settings(global, None)?;
     match command {
         AnalyzeCommand::Rfm(args) => {
@@ -161,6 +240,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Lifecycle(args) => lifecycle::run_lifecycle(&settings, &args),
         AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
         AnalyzeCommand::Recommend(args) => recommend::run(&settings, &args),
+        AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => Ok(()),
         AnalyzeCommand::Clv(args) => {
             let mut timings = Timings::new(args.file.timings);
             let unit = match args.unit {
@@ -195,9 +275,7 @@ fn read_file(
     let (input, as_of, show_progress) =
         (args.input.as_ref(), args.as_of.as_str(), args.format == Format::Table);
     let Some(input) = input else {
-        return Err(Failure::input(
-            "this analysis needs --input FILE for now: the analysis over the database is not built yet",
-        ));
+        return Err(Failure::other("read_file needs --input: the database path is taken before"));
     };
     let as_of = cardcrm_domain::date::parse_date(as_of)
         .map_err(|error| Failure::input(format!("--as-of: {}", error.message)))?;
