@@ -10,6 +10,7 @@ pub mod gamma_gamma;
 pub mod history;
 pub mod kmeans;
 pub mod lifecycle;
+pub mod loyalty;
 pub mod optimize;
 pub mod parallel;
 pub mod quantile;

@@ -16,6 +16,9 @@
 //! - `clv`: value tiers 价值分层 by predicted lifetime value: `value_high` 高价值 (the top
 //!   share, 20% by default), `value_medium` 中价值 (the next 30%), `value_low` 低价值 (the
 //!   rest). Score: the predicted CLV in major units.
+//! - `loyalty`: `loyal` 忠诚客户 and `potentially_loyal` 潜在忠诚客户 by the score and rules
+//!   of `cardcrm_analytics::loyalty` (RFM scores, tenure, lifecycle stage). Score: the
+//!   loyalty score, 0 to 100.
 //!
 //! Purchases are read from the database as the file analyses read a file: a merged
 //! customer's purchases count for the customer they were merged into; a refund lowers what
@@ -30,6 +33,7 @@ use cardcrm_analytics::{
     gamma_gamma::{self, Spend},
     kmeans::{self, KmeansSettings},
     lifecycle::{self, LifecycleRules, Stage},
+    loyalty::{self, Loyalty},
     rfm::{self, Cut, RfmGroup, RfmSettings, Segment},
 };
 use cardcrm_domain::{
@@ -54,7 +58,7 @@ use crate::{
 };
 
 /// The analyses a run can be.
-pub const KINDS: [&str; 5] = ["rfm", "kmeans", "lifecycle", "churn", "clv"];
+pub const KINDS: [&str; 6] = ["rfm", "kmeans", "lifecycle", "churn", "clv", "loyalty"];
 /// Most rows one export holds (a run of 20M customers in two RFM dimensions).
 pub const EXPORT_ROWS_MAX: u64 = 40_000_000;
 /// Churn probability from which a customer is at high risk, and at medium risk.
@@ -66,7 +70,7 @@ pub const CHURN_MEDIUM_FROM: f64 = 0.3;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisRequest {
-    /// rfm, kmeans, lifecycle, churn or clv.
+    /// rfm, kmeans, lifecycle, churn, clv or loyalty.
     pub kind: String,
     /// The analysis day, YYYY-MM-DD in the business's time zone; purchases up to and
     /// including it count. Default: today.
@@ -77,9 +81,9 @@ pub struct AnalysisRequest {
     pub restarts: Option<usize>,
     /// kmeans: seed of the k-means++ draws.
     pub seed: Option<u64>,
-    /// lifecycle: days without a purchase after which a customer is dormant (default 180).
+    /// lifecycle, loyalty: days without a purchase after which a customer is dormant (default 180).
     pub dormant_days: Option<i32>,
-    /// lifecycle: days without a purchase after which a customer is lost (default 365).
+    /// lifecycle, loyalty: days without a purchase after which a customer is lost (default 365).
     pub lost_days: Option<i32>,
     /// churn: days without a purchase after a cutoff that count as churned (default 90).
     pub window_days: Option<i32>,
@@ -103,6 +107,7 @@ pub enum Plan {
     Lifecycle(LifecycleRules),
     Churn { window_days: i32 },
     Clv { unit: PeriodUnit, months: u32, monthly_discount: f64, high_share: f64, medium_share: f64 },
+    Loyalty(LifecycleRules),
 }
 
 const WINDOW_DAYS_MAX: i32 = 1_000;
@@ -138,7 +143,7 @@ impl Plan {
                 );
                 Plan::Kmeans(settings)
             }
-            "lifecycle" => {
+            "lifecycle" | "loyalty" => {
                 let rules = LifecycleRules {
                     dormant_days: request.dormant_days.unwrap_or(180),
                     lost_days: request.lost_days.unwrap_or(365),
@@ -153,7 +158,7 @@ impl Plan {
                     "lost_days",
                     "longer than dormant_days and at most 10000".into(),
                 );
-                Plan::Lifecycle(rules)
+                if request.kind == "loyalty" { Plan::Loyalty(rules) } else { Plan::Lifecycle(rules) }
             }
             "churn" => {
                 let window_days = request.window_days.unwrap_or(90);
@@ -214,6 +219,7 @@ impl Plan {
             Plan::Lifecycle(_) => "lifecycle",
             Plan::Churn { .. } => "churn",
             Plan::Clv { .. } => "clv",
+            Plan::Loyalty(_) => "loyalty",
         }
     }
 
@@ -221,7 +227,7 @@ impl Plan {
     pub fn keep(&self) -> Keep {
         match self {
             Plan::Rfm | Plan::Kmeans(_) => Keep::Totals,
-            Plan::Lifecycle(_) => Keep::History([0, 0, 0]),
+            Plan::Lifecycle(_) | Plan::Loyalty(_) => Keep::History([0, 0, 0]),
             Plan::Churn { window_days } => Keep::History([0, *window_days, 2 * window_days]),
             Plan::Clv { unit, .. } => Keep::Periods(*unit),
         }
@@ -233,7 +239,7 @@ impl Plan {
             Plan::Kmeans(settings) => serde_json::json!({
                 "clusters": settings.clusters, "restarts": settings.restarts, "seed": settings.seed,
             }),
-            Plan::Lifecycle(rules) => {
+            Plan::Lifecycle(rules) | Plan::Loyalty(rules) => {
                 serde_json::json!({ "dormant_days": rules.dormant_days, "lost_days": rules.lost_days })
             }
             Plan::Churn { window_days } => serde_json::json!({ "window_days": window_days }),
@@ -508,6 +514,7 @@ pub fn analyse(plan: &Plan, file: &PurchaseFile, minor_per_major: f64) -> Servic
             });
             Ok(Outcome { summary, segments, members })
         }
+        Plan::Loyalty(rules) => analyse_loyalty(file, rules),
         Plan::Clv { unit, months, monthly_discount, high_share, medium_share } => {
             let end_period = unit.period_of_day(file.as_of_day());
             let summaries = match &file.periods {
@@ -596,6 +603,68 @@ pub fn analyse(plan: &Plan, file: &PurchaseFile, minor_per_major: f64) -> Servic
             Ok(Outcome { summary, segments, members })
         }
     }
+}
+
+/// Loyal and potentially loyal customers: the score of `cardcrm_analytics::loyalty` from
+/// the RFM quintile scores and tenure, read with the lifecycle stage.
+fn analyse_loyalty(file: &PurchaseFile, rules: &LifecycleRules) -> ServiceResult<Outcome> {
+    let figures = file.accumulator.rfm_figures();
+    let (results, _) = rfm::analyse(&figures, &RfmSettings::default()).map_err(|error| {
+        ServiceError::Conflict { code: "analysis.not_possible", message: error.to_string() }
+    })?;
+    let history =
+        file.history.as_ref().ok_or_else(|| ServiceError::Config("the reader kept no history".into()))?;
+    let now = history.cutoffs()[0];
+    let classes = [Loyalty::Loyal, Loyalty::PotentiallyLoyal];
+    let mut sums = [0.0_f64; 2];
+    let mut counts = [0_u64; 2];
+    let mut members = Vec::new();
+    for (number, result) in results.iter().enumerate() {
+        let (Some(r), Some(f), Some(m)) =
+            (result.recency_score, result.frequency_score, result.monetary_score)
+        else {
+            continue;
+        };
+        let standing = history.standing(number, 0);
+        let Some(stage) = lifecycle::stage(&standing, now, rules) else {
+            continue;
+        };
+        let score = loyalty::score(r, f, m, now - standing.first_day);
+        if let Some(class) = loyalty::classify(score, stage, r, f) {
+            let index = classes.iter().position(|each| *each == class).unwrap_or(0);
+            sums[index] += score;
+            counts[index] += 1;
+            members.push((number as u32, index as u16, Some(score)));
+        }
+    }
+    let segments = vec![
+        spec(
+            "loyal",
+            "Loyal",
+            Loyalty::Loyal.name_zh(),
+            format!(
+                "loyalty score ≥ {} (35·F + 25·R + 15·M quintile parts, 25·tenure up to {} days) and stage mature or growing",
+                loyalty::LOYAL_FROM,
+                loyalty::TENURE_FULL_DAYS
+            ),
+        ),
+        spec(
+            "potentially_loyal",
+            "Potentially loyal",
+            Loyalty::PotentiallyLoyal.name_zh(),
+            format!(
+                "not loyal; stage new, growing, mature or won back with score ≥ {}, or new with R 5 and F ≥ 2",
+                loyalty::POTENTIAL_FROM
+            ),
+        ),
+    ];
+    let mean = |index: usize| if counts[index] > 0 { sums[index] / counts[index] as f64 } else { 0.0 };
+    let summary = serde_json::json!({
+        "scored": results.iter().filter(|result| result.frequency_score.is_some()).count(),
+        "loyal": counts[0], "potentially_loyal": counts[1],
+        "score_mean": { "loyal": mean(0), "potentially_loyal": mean(1) },
+    });
+    Ok(Outcome { summary, segments, members })
 }
 
 /// Whether a classic group is high on figure `index` (0 R, 1 F, 2 M).

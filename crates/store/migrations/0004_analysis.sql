@@ -1,5 +1,5 @@
 -- cardcrm schema 4: analysis runs and the segments they made. A run is one analysis
--- (rfm, kmeans, lifecycle, churn, clv) of the database's purchases as of a day; each of
+-- (rfm, kmeans, lifecycle, churn, clv, loyalty) of the database's purchases as of a day; each of
 -- its segments is a list of customers, which campaigns and the console target by
 -- (run, segment). Runs are never changed; a newer run of the same kind supersedes an
 -- older one only in what people choose to look at.
@@ -17,7 +17,7 @@ CREATE TABLE analysis_runs (
     created_by TEXT NOT NULL,
     created_at_ms {int} NOT NULL,
     duration_ms {int} NOT NULL,
-    CHECK (kind IN ('rfm', 'kmeans', 'lifecycle', 'churn', 'clv'))
+    CHECK (kind IN ('rfm', 'kmeans', 'lifecycle', 'churn', 'clv', 'loyalty'))
 );
 CREATE INDEX analysis_runs_kind ON analysis_runs (kind, id);
 

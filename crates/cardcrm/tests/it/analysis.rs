@@ -450,3 +450,53 @@ fn recommend_finds_category_rules_and_suggests_what_a_customer_has_not_bought() 
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn loyalty_calls_steady_long_buyers_loyal_and_never_the_lapsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchases.csv");
+    let as_of = jiff::civil::Date::constant(2026, 6, 30);
+    let day = |back: i64| as_of.checked_sub(jiff::Span::new().days(back)).unwrap();
+    let mut text = String::from("customer_id,timestamp,amount\n");
+    // Regulars: every week for two and a half years, up to the analysis day.
+    for customer in 0..5 {
+        for week in 0..130 {
+            text.push_str(&format!("R{customer},{},{}.00\n", day(week * 7), 80 + customer));
+        }
+    }
+    // Lapsed: every week for two years, the last purchase 400 days ago.
+    for customer in 0..5 {
+        for week in 0..104 {
+            text.push_str(&format!("L{customer},{},90.00\n", day(400 + week * 7)));
+        }
+    }
+    // One purchase each, 200 days ago; and monthly buyers of the last year.
+    for customer in 0..5 {
+        text.push_str(&format!("O{customer},{},20.00\n", day(200)));
+        for month in 0..12 {
+            text.push_str(&format!("M{customer},{},30.00\n", day(3 + month * 30)));
+        }
+    }
+    std::fs::write(&file, text).unwrap();
+    let output = analyze(
+        dir.path(),
+        &["loyalty", "--input", file.to_str().unwrap(), "--as-of", "2026-06-30", "--format", "json"],
+    );
+    let report = report(&output);
+    let class = |id: &str| {
+        report["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|customer| customer["customer_id"] == id)
+            .map(|customer| customer["segment"].as_str().unwrap().to_owned())
+    };
+    for customer in 0..5 {
+        assert_eq!(class(&format!("R{customer}")).as_deref(), Some("loyal"), "{report}");
+        assert_eq!(class(&format!("L{customer}")), None, "lost customers are never loyal");
+        assert_eq!(class(&format!("O{customer}")), None, "dormant one-off buyers are not loyal");
+    }
+    assert_eq!(report["summary"]["loyal"], 5);
+    let score = report["customers"][0]["score"].as_f64().unwrap();
+    assert!((70.0..=100.0).contains(&score), "{score}");
+}

@@ -199,8 +199,40 @@ async fn a_database_run_is_stored_with_its_segments_listed_paged_and_exported() 
         clv_file["customers"].as_i64().unwrap(),
         "every customer with purchases in one value tier"
     );
+
+    // Loyal and potentially loyal customers: the database run holds the file's classes. The
+    // quintile scores break ties by position (pandas' rank "first"), so the file is put in
+    // the database's order first: by customer (the generator's ids sort as they were
+    // imported), each customer's purchases in file order.
+    let text = std::fs::read_to_string(&transactions).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let header = lines.remove(0);
+    lines.sort_by_key(|line| line.split(',').nth(1).unwrap_or_default().to_owned());
+    let by_customer = files.path().join("transactions-by-customer.csv");
+    std::fs::write(&by_customer, format!("{header}\n{}\n", lines.join("\n"))).unwrap();
+    let loyalty_file = json_of(&app.cli(&[
+        "analyze",
+        "loyalty",
+        "--input",
+        by_customer.to_str().unwrap(),
+        "--as-of",
+        &as_of,
+        "--format",
+        "json",
+    ]));
+    let loyalty_database = json_of(&app.cli(&["analyze", "loyalty", "--as-of", &as_of, "--format", "json"]));
+    for (index, class) in ["loyal", "potentially_loyal"].iter().enumerate() {
+        assert_eq!(loyalty_database["segments"][index]["code"], *class);
+        assert_eq!(
+            loyalty_database["segments"][index]["customers"], loyalty_file["summary"][class],
+            "{class}: {loyalty_database} against {}",
+            loyalty_file["summary"]
+        );
+    }
+    assert!(loyalty_file["summary"]["loyal"].as_i64().unwrap() > 0, "{}", loyalty_file["summary"]);
+
     let runs = app.cli(&["analyze", "runs", "--json"]);
-    assert_eq!(json_of(&runs).as_array().unwrap().len(), 2);
+    assert_eq!(json_of(&runs).as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -4,13 +4,14 @@
 
 use std::{io::Write, path::PathBuf};
 
+use cardcrm_analytics::lifecycle::LifecycleRules;
 use cardcrm_service::{
     Services,
-    segments::{AnalysisRequest, ExportFormat, RunView},
+    segments::{self, AnalysisRequest, ExportFormat, Plan, RunView},
 };
 use clap::{Args, ValueEnum};
 
-use super::{Format, spinner, write_csv};
+use super::{Format, read_file, spinner, write_csv, write_json_with_rows};
 use crate::{
     GlobalArgs,
     commands::{CommandResult, Failure, load_settings, open, operator},
@@ -72,6 +73,66 @@ pub async fn run_on_database(global: &GlobalArgs, request: AnalysisRequest, form
     bar.finish_and_clear();
     let run = run?;
     print_run(&run, format)
+}
+
+/// `analyze loyalty --input FILE`: the loyalty classes of a file's customers, printed as the
+/// database run would store them.
+pub fn loyalty_on_file(
+    settings: &cardcrm_service::config::Settings,
+    args: &super::lifecycle::LifecycleArgs,
+) -> CommandResult {
+    let rules = LifecycleRules { dormant_days: args.dormant_days, lost_days: args.lost_days };
+    if rules.dormant_days < 1 || rules.lost_days <= rules.dormant_days {
+        return Err(Failure::input("--lost-days must be longer than --dormant-days, both positive"));
+    }
+    let plan = Plan::Loyalty(rules);
+    let (file, currency) = read_file(settings, &args.file, plan.keep())?;
+    let outcome = segments::analyse(&plan, &file, 10_f64.powi(currency.exponent() as i32))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let rows = outcome.members.iter().map(|(number, segment, score)| {
+        (
+            &file.customer_ids[*number as usize],
+            &outcome.segments[*segment as usize].code,
+            score.unwrap_or_default(),
+        )
+    });
+    match args.file.format {
+        Format::Table => {
+            writeln!(
+                out,
+                "Loyalty as of {}: {} purchases, {} customers",
+                args.file.as_of,
+                file.rows,
+                file.customer_ids.len()
+            )
+            .map_err(io)?;
+            for (index, segment) in outcome.segments.iter().enumerate() {
+                let count = outcome.members.iter().filter(|member| usize::from(member.1) == index).count();
+                writeln!(
+                    out,
+                    "{:<18} {:>10}  {} {}: {}",
+                    segment.code, count, segment.name_zh, segment.name_en, segment.rule
+                )
+                .map_err(io)?;
+            }
+        }
+        Format::Json => {
+            let head = serde_json::json!({ "as_of": args.file.as_of, "summary": outcome.summary });
+            let customers = rows.map(|(id, segment, score)| {
+                serde_json::json!({ "customer_id": id, "segment": segment, "score": score })
+            });
+            write_json_with_rows(&mut out, head, "customers", customers)?;
+        }
+        Format::Csv => {
+            write_csv(
+                &mut out,
+                ["customer_id", "segment", "score"],
+                rows.map(|(id, segment, score)| [id.clone(), segment.clone(), format!("{score:.2}")]),
+            )?;
+        }
+    }
+    out.flush().map_err(io)
 }
 
 fn io(error: std::io::Error) -> Failure {

@@ -53,6 +53,9 @@ pub enum AnalyzeCommand {
     /// by maximum likelihood on the purchases up to --as-of, as the lifetimes package does
     /// (with --unit week, the whole week — Monday to Sunday — that holds --as-of).
     Clv(ClvArgs),
+    /// Loyal and potentially loyal customers 忠诚客户识别: a documented score from the RFM
+    /// quintiles and tenure, read with the lifecycle stage.
+    Loyalty(lifecycle::LifecycleArgs),
     /// The stored runs of analyses over the database, newest first.
     Runs(database::RunsArgs),
     /// One stored run: its figures and its segments with their rules and sizes.
@@ -160,6 +163,7 @@ fn database_request(command: &AnalyzeCommand) -> Result<Option<(AnalysisRequest,
         AnalyzeCommand::Churn(args) => &args.file,
         AnalyzeCommand::Recommend(args) => &args.file,
         AnalyzeCommand::Clv(args) => &args.file,
+        AnalyzeCommand::Loyalty(args) => &args.file,
         AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => return Ok(None),
     };
     if file.input.is_some() {
@@ -183,8 +187,9 @@ fn database_request(command: &AnalyzeCommand) -> Result<Option<(AnalysisRequest,
             request.restarts = Some(args.restarts);
             request.seed = Some(args.seed);
         }
-        AnalyzeCommand::Lifecycle(args) => {
-            request.kind = "lifecycle".into();
+        AnalyzeCommand::Lifecycle(args) | AnalyzeCommand::Loyalty(args) => {
+            request.kind =
+                if matches!(command, AnalyzeCommand::Loyalty(_)) { "loyalty" } else { "lifecycle" }.into();
             request.dormant_days = Some(args.dormant_days);
             request.lost_days = Some(args.lost_days);
         }
@@ -240,6 +245,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Lifecycle(args) => lifecycle::run_lifecycle(&settings, &args),
         AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
         AnalyzeCommand::Recommend(args) => recommend::run(&settings, &args),
+        AnalyzeCommand::Loyalty(args) => database::loyalty_on_file(&settings, &args),
         AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => Ok(()),
         AnalyzeCommand::Clv(args) => {
             let mut timings = Timings::new(args.file.timings);
@@ -267,7 +273,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
 }
 
 /// Opens and reads `--input`, with a spinner on a table run.
-fn read_file(
+pub(crate) fn read_file(
     settings: &cardcrm_service::config::Settings,
     args: &FileArgs,
     keep: Keep,
