@@ -9,6 +9,7 @@ pub mod features;
 pub mod gamma_gamma;
 pub mod history;
 pub mod kmeans;
+pub mod kpi;
 pub mod lifecycle;
 pub mod loyalty;
 pub mod optimize;

@@ -9,6 +9,7 @@ use std::{collections::HashMap, io::Read};
 use cardcrm_analytics::{
     features::{Accumulator, PeriodAccumulator, PeriodUnit},
     history::HistoryAccumulator,
+    kpi::{self, KpiAccumulator},
 };
 use cardcrm_domain::{
     date,
@@ -47,6 +48,9 @@ pub struct PurchaseFile {
     /// per customer number a bit set of them (bit i: `category_names[i]`).
     pub category_names: Vec<String>,
     pub customer_categories: Vec<u64>,
+    /// With [`Keep::Kpi`]: the months, and the store names by store number.
+    pub kpi: Option<KpiAccumulator>,
+    pub store_names: Vec<String>,
 }
 
 impl PurchaseFile {
@@ -69,6 +73,9 @@ pub enum Keep {
     /// The set of categories each customer bought up to the analysis day (the `category`
     /// column is then required; at most 64 distinct categories).
     Categories,
+    /// Month-by-month KPIs over this many months up to the analysis day's month (the
+    /// `store` column is read when present).
+    Kpi(usize),
 }
 
 /// Days since 1970-01-01 of a local date.
@@ -181,6 +188,7 @@ pub fn read_purchases(
         ));
     };
     let category_column = column(&["category"]);
+    let store_column = column(&["store", "store_code"]);
     if keep == Keep::Categories && category_column.is_none() {
         return Err(bad(
             "analysis.columns_missing",
@@ -223,7 +231,11 @@ pub fn read_purchases(
             (Keep::Categories, Some(column)) => Some(field(column, "category")?.trim()),
             _ => None,
         };
-        collector.add(number, day, amount_minor, category, Some(line))?;
+        let store = match (keep, store_column) {
+            (Keep::Kpi(_), Some(column)) => Some(field(column, "store")?.trim()),
+            _ => None,
+        };
+        collector.add(number, day, amount_minor, category, store, Some(line))?;
         if collector.rows.is_multiple_of(1_000_000) {
             progress(collector.rows);
         }
@@ -244,6 +256,9 @@ pub(crate) struct Collector {
     history: Option<HistoryAccumulator>,
     category_names: Vec<String>,
     customer_categories: Vec<u64>,
+    kpi: Option<KpiAccumulator>,
+    store_numbers: HashMap<String, u32, foldhash::fast::RandomState>,
+    store_names: Vec<String>,
     pub(crate) rows: u64,
 }
 
@@ -269,6 +284,12 @@ impl Collector {
             },
             category_names: Vec::new(),
             customer_categories: Vec::new(),
+            kpi: match keep {
+                Keep::Kpi(months) => Some(KpiAccumulator::new(as_of_day, months)),
+                _ => None,
+            },
+            store_numbers: HashMap::default(),
+            store_names: Vec::new(),
             rows: 0,
         }
     }
@@ -295,9 +316,16 @@ impl Collector {
         day: i32,
         amount_minor: i64,
         category: Option<&str>,
+        store: Option<&str>,
         line: Option<u64>,
     ) -> ServiceResult<()> {
         self.rows += 1;
+        if self.kpi.is_some() {
+            let store = self.store_number(store, line)?;
+            if let Some(kpi) = self.kpi.as_mut() {
+                kpi.add(number, day, amount_minor, store);
+            }
+        }
         if self.rows > ANALYSIS_ROWS_MAX {
             return Err(bad("analysis.too_many_rows", line, format!("at most {ANALYSIS_ROWS_MAX} rows")));
         }
@@ -342,9 +370,42 @@ impl Collector {
 
     /// A refund (a negative amount) of customer `number` on `day`: it lowers what they
     /// paid but is not a visit, so only the totals see it.
-    pub(crate) fn refund(&mut self, number: u32, day: i32, amount_minor: i64) {
+    pub(crate) fn refund(
+        &mut self,
+        number: u32,
+        day: i32,
+        amount_minor: i64,
+        store: Option<&str>,
+    ) -> ServiceResult<()> {
         self.rows += 1;
         self.accumulator.refund(number, day, amount_minor);
+        if self.kpi.is_some() {
+            let store = self.store_number(store, None)?;
+            if let Some(kpi) = self.kpi.as_mut() {
+                kpi.add(number, day, amount_minor, store);
+            }
+        }
+        Ok(())
+    }
+
+    fn store_number(&mut self, store: Option<&str>, line: Option<u64>) -> ServiceResult<Option<u32>> {
+        let Some(store) = store.filter(|store| !store.is_empty()) else {
+            return Ok(None);
+        };
+        if let Some(number) = self.store_numbers.get(store) {
+            return Ok(Some(*number));
+        }
+        if self.store_names.len() >= kpi::STORES_MAX {
+            return Err(bad(
+                "analysis.too_many_stores",
+                line,
+                format!("store: at most {} distinct stores", kpi::STORES_MAX),
+            ));
+        }
+        let number = self.store_names.len() as u32;
+        self.store_numbers.insert(store.to_owned(), number);
+        self.store_names.push(store.to_owned());
+        Ok(Some(number))
     }
 
     pub(crate) fn finish(self) -> PurchaseFile {
@@ -357,6 +418,8 @@ impl Collector {
             history: self.history,
             category_names: self.category_names,
             customer_categories: self.customer_categories,
+            kpi: self.kpi,
+            store_names: self.store_names,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod identity;
 pub mod import;
+pub mod kpi;
 pub mod ledger;
 pub mod loyalty;
 pub mod parquet_export;

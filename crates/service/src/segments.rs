@@ -785,7 +785,7 @@ impl ExportFormat {
 impl Services {
     /// Reads every purchase up to the end of `as_of` (in the business's time zone) as an
     /// analysis sees it. Returns what was read and, per customer number, the customer id.
-    async fn read_purchases_for_analysis(
+    pub(crate) async fn read_purchases_for_analysis(
         &self,
         as_of: Date,
         keep: Keep,
@@ -822,13 +822,20 @@ impl Services {
                         Ok(at) => day_number(at.to_zoned(zone.clone()).date()),
                         Err(_) => return Ok(()),
                     };
-                    if purchase.amount_minor < 0 {
-                        collector.refund(number, day, purchase.amount_minor);
-                        return Ok(());
-                    }
-                    if let Err(error) =
-                        collector.add(number, day, purchase.amount_minor, purchase.category.as_deref(), None)
-                    {
+                    let store = purchase.store.as_deref();
+                    let added = if purchase.amount_minor < 0 {
+                        collector.refund(number, day, purchase.amount_minor, store)
+                    } else {
+                        collector.add(
+                            number,
+                            day,
+                            purchase.amount_minor,
+                            purchase.category.as_deref(),
+                            store,
+                            None,
+                        )
+                    };
+                    if let Err(error) = added {
                         failure = Some(error);
                         return Err(cardcrm_store::StoreError::Invariant("stopped".into()));
                     }

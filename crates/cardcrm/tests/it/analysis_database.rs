@@ -233,6 +233,40 @@ async fn a_database_run_is_stored_with_its_segments_listed_paged_and_exported() 
 
     let runs = app.cli(&["analyze", "runs", "--json"]);
     assert_eq!(json_of(&runs).as_array().unwrap().len(), 3);
+
+    // KPIs month by month: the database's purchases give the file's figures, and the API
+    // adds the liability per month and the latest CLV run.
+    let kpi_file = json_of(&app.cli(&[
+        "analyze",
+        "kpi",
+        "--input",
+        transactions.to_str().unwrap(),
+        "--as-of",
+        &as_of,
+        "--months",
+        "6",
+        "--format",
+        "json",
+    ]));
+    let kpi = app.get(&admin, &format!("/api/v1/analysis/kpi?as_of={as_of}&months=6")).await;
+    assert_eq!(kpi.status, StatusCode::OK, "{}", kpi.text);
+    assert_eq!(kpi.body["months"], kpi_file["months"], "same purchases, same KPIs");
+    assert_eq!(kpi.body["cohorts"], kpi_file["cohorts"]);
+    assert_eq!(kpi.body["months"].as_array().unwrap().len(), 6);
+    assert_eq!(kpi.body["stored_value_liability_minor"].as_array().unwrap().len(), 6);
+    let last = &kpi.body["months"][5];
+    assert!(last["buyers"].as_u64().unwrap() > 0, "{last}");
+    assert!(last["active_customers"].as_u64().unwrap() >= last["buyers"].as_u64().unwrap());
+    let revenue: i64 = kpi.body["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|store| store["revenue_minor"][5].as_i64().unwrap())
+        .sum();
+    assert_eq!(revenue, last["revenue_minor"].as_i64().unwrap(), "every generated purchase names its store");
+    assert!(kpi.body["latest_clv"]["run_id"].as_i64().is_some(), "{}", kpi.body["latest_clv"]);
+    let too_long = app.get(&admin, "/api/v1/analysis/kpi?months=61").await;
+    assert_eq!(too_long.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", too_long.text);
 }
 
 #[tokio::test]

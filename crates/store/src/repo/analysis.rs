@@ -198,6 +198,8 @@ pub struct AnalysisPurchase {
     pub occurred_at_ms: i64,
     pub amount_minor: i64,
     pub category: Option<String>,
+    /// The store's code.
+    pub store: Option<String>,
 }
 
 /// Every purchase that happened before `until_ms`, streamed in (recorded customer, time)
@@ -209,9 +211,9 @@ pub fn for_each_purchase(
     mut each: impl FnMut(AnalysisPurchase) -> StoreResult<()>,
 ) -> StoreResult<()> {
     conn.for_each(
-        "SELECT COALESCE(c.merged_into_id, p.customer_id), p.occurred_at_ms, p.amount_minor, p.category \
-         FROM purchases p JOIN customers c ON c.id = p.customer_id WHERE p.occurred_at_ms < $1 \
-         ORDER BY p.customer_id, p.occurred_at_ms",
+        "SELECT COALESCE(c.merged_into_id, p.customer_id), p.occurred_at_ms, p.amount_minor, p.category, s.code \
+         FROM purchases p JOIN customers c ON c.id = p.customer_id LEFT JOIN stores s ON s.id = p.store_id \
+         WHERE p.occurred_at_ms < $1 ORDER BY p.customer_id, p.occurred_at_ms",
         params![until_ms],
         |row| {
             each(AnalysisPurchase {
@@ -219,7 +221,30 @@ pub fn for_each_purchase(
                 occurred_at_ms: row.get(1)?,
                 amount_minor: row.get(2)?,
                 category: row.get(3)?,
+                store: row.get(4)?,
             })
         },
+    )
+}
+
+/// Every member's tier (the override while it lasts at `at_ms`), by customer id.
+pub fn member_tiers(conn: &mut Conn<'_>, at_ms: i64) -> StoreResult<Vec<(i64, String)>> {
+    conn.query(
+        "SELECT customer_id, CASE WHEN override_tier IS NOT NULL AND override_until_ms > $1 THEN override_tier \
+         ELSE tier END FROM loyalty_members ORDER BY customer_id",
+        params![at_ms],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
+/// The newest run of `kind` whose analysis day is not after `as_of` (YYYY-MM-DD).
+pub fn latest_run(conn: &mut Conn<'_>, kind: &str, as_of: &str) -> StoreResult<Option<RunRecord>> {
+    conn.query_optional(
+        &format!(
+            "SELECT {RUN_COLUMNS} FROM analysis_runs WHERE kind = $1 AND as_of <= $2 \
+             ORDER BY as_of DESC, id DESC LIMIT 1"
+        ),
+        params![kind, as_of],
+        run_from,
     )
 }

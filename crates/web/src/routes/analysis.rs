@@ -10,6 +10,7 @@ use axum::{
 };
 use cardcrm_domain::limits::PageSize;
 use cardcrm_service::{
+    kpi::KpiView,
     perm,
     segments::{AnalysisRequest, ExportFormat, MemberView, RunView},
     view::Page,
@@ -130,4 +131,27 @@ pub async fn export(
     let disposition = format!("attachment; filename=\"{}\"", name.replace(['"', '\\', '\r', '\n'], "_"));
     Ok(([(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes)
         .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KpiQuery {
+    /// The analysis day, YYYY-MM-DD (default today).
+    pub as_of: Option<String>,
+    /// Months up to the analysis day's month, 1 to 60 (default 12).
+    pub months: Option<usize>,
+}
+
+/// Programme KPIs month by month: buyers, new and returning customers, repeat rate, active
+/// customers, churn, revenue and basket, retention cohorts, per store and per tier, the
+/// stored-value liability at each month's end, points outstanding and the latest CLV.
+#[utoipa::path(get, path = "/api/v1/analysis/kpi", tag = "analysis", params(KpiQuery),
+    responses((status = 200, description = "OK", body = KpiView), Errors), security(("session" = []), ("token" = [])))]
+pub async fn kpi(
+    State(state): State<AppState>,
+    need: Need<perm::AnalysisRead>,
+    ApiQuery(query): ApiQuery<KpiQuery>,
+) -> ApiResult<Json<KpiView>> {
+    Ok(Json(state.services.kpi_report(need.access(), query.as_of, query.months).await?))
 }

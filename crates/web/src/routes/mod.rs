@@ -97,6 +97,7 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(analysis::run))
         .routes(routes!(analysis::members))
         .routes(routes!(analysis::export))
+        .routes(routes!(analysis::kpi))
         .routes(routes!(loyalty::events))
         .routes(routes!(loyalty::run_job))
         .routes(routes!(loyalty::partners, loyalty::create_partner))

@@ -4,6 +4,7 @@
 
 mod database;
 mod kmeans;
+mod kpi;
 mod lifecycle;
 mod recommend;
 
@@ -56,6 +57,10 @@ pub enum AnalyzeCommand {
     /// Loyal and potentially loyal customers 忠诚客户识别: a documented score from the RFM
     /// quintiles and tenure, read with the lifecycle stage.
     Loyalty(lifecycle::LifecycleArgs),
+    /// Programme KPIs month by month: buyers, new and returning, repeat rate, active, churn,
+    /// revenue and basket, retention cohorts, per store; over the database also the
+    /// stored-value liability at each month's end, tiers, points and the latest CLV.
+    Kpi(kpi::KpiArgs),
     /// The stored runs of analyses over the database, newest first.
     Runs(database::RunsArgs),
     /// One stored run: its figures and its segments with their rules and sizes.
@@ -164,7 +169,12 @@ fn database_request(command: &AnalyzeCommand) -> Result<Option<(AnalysisRequest,
         AnalyzeCommand::Recommend(args) => &args.file,
         AnalyzeCommand::Clv(args) => &args.file,
         AnalyzeCommand::Loyalty(args) => &args.file,
-        AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => return Ok(None),
+        AnalyzeCommand::Runs(_)
+        | AnalyzeCommand::Show(_)
+        | AnalyzeCommand::Export(_)
+        | AnalyzeCommand::Kpi(_) => {
+            return Ok(None);
+        }
     };
     if file.input.is_some() {
         return Ok(None);
@@ -223,6 +233,7 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Runs(args) => return database::runs(global, args).await,
         AnalyzeCommand::Show(args) => return database::show(global, args).await,
         AnalyzeCommand::Export(args) => return database::export(global, args).await,
+        AnalyzeCommand::Kpi(args) => return kpi::run(global, args).await,
         _ => {}
     }
     let settings = load_settings(global, None)?;
@@ -246,7 +257,10 @@ pub async fn run(global: &GlobalArgs, command: AnalyzeCommand) -> CommandResult 
         AnalyzeCommand::Churn(args) => lifecycle::run_churn(&settings, &args),
         AnalyzeCommand::Recommend(args) => recommend::run(&settings, &args),
         AnalyzeCommand::Loyalty(args) => database::loyalty_on_file(&settings, &args),
-        AnalyzeCommand::Runs(_) | AnalyzeCommand::Show(_) | AnalyzeCommand::Export(_) => Ok(()),
+        AnalyzeCommand::Runs(_)
+        | AnalyzeCommand::Show(_)
+        | AnalyzeCommand::Export(_)
+        | AnalyzeCommand::Kpi(_) => Ok(()),
         AnalyzeCommand::Clv(args) => {
             let mut timings = Timings::new(args.file.timings);
             let unit = match args.unit {
