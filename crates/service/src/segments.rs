@@ -730,7 +730,7 @@ pub struct SegmentView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MemberView {
+pub struct SegmentMemberView {
     pub segment: String,
     pub customer_id: i64,
     pub score: Option<f64>,
@@ -1010,7 +1010,7 @@ impl Services {
         segment: Option<String>,
         cursor: Option<String>,
         limit: i64,
-    ) -> ServiceResult<Page<MemberView>> {
+    ) -> ServiceResult<Page<SegmentMemberView>> {
         let after = match cursor.as_deref() {
             Some(raw) => {
                 let text = cursor_decode(raw)?;
@@ -1046,13 +1046,13 @@ impl Services {
                 )?;
                 let views = rows
                     .into_iter()
-                    .map(|row| MemberView {
+                    .map(|row| SegmentMemberView {
                         segment: row.segment,
                         customer_id: row.customer_id,
                         score: row.score,
                     })
                     .collect();
-                Ok(Page::from_overfetch(views, limit, |member: &MemberView| {
+                Ok(Page::from_overfetch(views, limit, |member: &SegmentMemberView| {
                     cursor_encode(&format!("m:{}:{}", member.segment, member.customer_id))
                 }))
             })

@@ -12,7 +12,7 @@ use cardcrm_domain::limits::PageSize;
 use cardcrm_service::{
     kpi::KpiView,
     perm,
-    segments::{AnalysisRequest, ExportFormat, MemberView, RunView},
+    segments::{AnalysisRequest, ExportFormat, RunView, SegmentMemberView},
     view::Page,
 };
 use serde::Deserialize;
@@ -84,13 +84,13 @@ pub struct MembersQuery {
 /// A run's members in (segment, customer id) order, a page at a time.
 #[utoipa::path(get, path = "/api/v1/analysis/runs/{id}/members", tag = "analysis",
     params(("id" = i64, Path, description = "Run id"), MembersQuery),
-    responses((status = 200, description = "OK", body = Page<MemberView>), Errors), security(("session" = []), ("token" = [])))]
+    responses((status = 200, description = "OK", body = Page<SegmentMemberView>), Errors), security(("session" = []), ("token" = [])))]
 pub async fn members(
     State(state): State<AppState>,
     need: Need<perm::AnalysisRead>,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<MembersQuery>,
-) -> ApiResult<Json<Page<MemberView>>> {
+) -> ApiResult<Json<Page<SegmentMemberView>>> {
     let limit = i64::from(query.limit.map_or(50, PageSize::get));
     Ok(Json(state.services.analysis_members(need.access(), id, query.segment, query.cursor, limit).await?))
 }
