@@ -270,6 +270,21 @@ mod tests {
     }
 
     #[test]
+    fn refunds_lower_what_was_paid_but_are_not_visits() {
+        let mut accumulator = Accumulator::new(100);
+        accumulator.add(0, 90, 1_000);
+        accumulator.refund(0, 95, -300);
+        accumulator.refund(0, 101, -500); // after the day: left out
+        accumulator.refund(1, 50, -100); // nothing bought: nothing to lower
+        accumulator.add(2, 80, 200);
+        accumulator.refund(2, 85, -900); // more than was paid: down to zero, not below
+        let figures = accumulator.rfm_figures();
+        assert_eq!(figures[0], RfmFigures { recency_days: 10, frequency: 1, monetary_minor: 700 });
+        assert_eq!(figures[1].frequency, 0);
+        assert_eq!(figures[2], RfmFigures { recency_days: 20, frequency: 1, monetary_minor: 0 });
+    }
+
+    #[test]
     fn periods_count_once_and_the_first_is_left_out_of_the_average() {
         // Customer 0: two purchases on day 10 (one period), then days 12 and 12, then 20;
         // customer 1: one day only; customer 2: only after the end.
