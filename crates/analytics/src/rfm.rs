@@ -75,6 +75,33 @@ pub enum RfmGroup {
 }
 
 impl RfmGroup {
+    /// The eight groups of customers with purchases, in the usual order.
+    pub const SCORED: [RfmGroup; 8] = [
+        Self::ImportantValue,
+        Self::ImportantDevelop,
+        Self::ImportantRetain,
+        Self::ImportantWinBack,
+        Self::GeneralValue,
+        Self::GeneralDevelop,
+        Self::GeneralRetain,
+        Self::GeneralWinBack,
+    ];
+
+    /// Whether R, F and M are high in this group (all low without a purchase): the inverse
+    /// of [`RfmGroup::of`].
+    pub fn highs(self) -> [bool; 3] {
+        match self {
+            Self::ImportantValue => [true, true, true],
+            Self::ImportantDevelop => [true, false, true],
+            Self::ImportantRetain => [false, true, true],
+            Self::ImportantWinBack => [false, false, true],
+            Self::GeneralValue => [true, true, false],
+            Self::GeneralDevelop => [true, false, false],
+            Self::GeneralRetain => [false, true, false],
+            Self::GeneralWinBack | Self::NoPurchase => [false, false, false],
+        }
+    }
+
     pub fn of(recency_high: bool, frequency_high: bool, monetary_high: bool) -> Self {
         match (recency_high, frequency_high, monetary_high) {
             (true, true, true) => Self::ImportantValue,
@@ -304,6 +331,14 @@ mod tests {
         }
         assert_eq!(Segment::of(5, 5), Some(Segment::Champions));
         assert_eq!(Segment::of(4, 4), Some(Segment::LoyalCustomers));
+    }
+
+    #[test]
+    fn highs_undo_of() {
+        for group in RfmGroup::SCORED {
+            let [recency, frequency, monetary] = group.highs();
+            assert_eq!(RfmGroup::of(recency, frequency, monetary), group);
+        }
     }
 
     #[test]

@@ -290,17 +290,6 @@ fn english(code: &str) -> String {
     letters.next().map(|first| first.to_uppercase().chain(letters).collect()).unwrap_or_default()
 }
 
-const RFM_GROUPS: [RfmGroup; 8] = [
-    RfmGroup::ImportantValue,
-    RfmGroup::ImportantDevelop,
-    RfmGroup::ImportantRetain,
-    RfmGroup::ImportantWinBack,
-    RfmGroup::GeneralValue,
-    RfmGroup::GeneralDevelop,
-    RfmGroup::GeneralRetain,
-    RfmGroup::GeneralWinBack,
-];
-
 const RFM_SEGMENTS: [(Segment, &str, &str, &str); 10] = [
     (Segment::Champions, "Champions", "冠军客户", "R 5 and F 4–5"),
     (Segment::LoyalCustomers, "Loyal customers", "忠诚客户", "R 3–4 and F 4–5"),
@@ -326,12 +315,12 @@ pub fn analyse(plan: &Plan, file: &PurchaseFile, minor_per_major: f64) -> Servic
             let (results, cuts) =
                 rfm::analyse(&figures, &RfmSettings { bins: 5, cut: Cut::Mean }).map_err(refused)?;
             let money = |minor: f64| minor / minor_per_major;
-            let mut segments: Vec<SegmentSpec> = RFM_GROUPS
+            let mut segments: Vec<SegmentSpec> = RfmGroup::SCORED
                 .iter()
                 .map(|group| {
                     let code = code_of(group);
                     let high = |name: &str, index: usize| {
-                        format!("{name} {}", if is_high(*group, index) { "high" } else { "low" })
+                        format!("{name} {}", if group.highs()[index] { "high" } else { "low" })
                     };
                     let rule = format!(
                         "{}, {}, {} (high: recency ≤ {:.1} days, frequency ≥ {:.2}, monetary ≥ {:.2}: the means)",
@@ -356,14 +345,14 @@ pub fn analyse(plan: &Plan, file: &PurchaseFile, minor_per_major: f64) -> Servic
                     continue;
                 };
                 let cell = Some(f64::from(r) * 100.0 + f64::from(f) * 10.0 + f64::from(m));
-                if let Some(group) = RFM_GROUPS.iter().position(|group| *group == result.group) {
+                if let Some(group) = RfmGroup::SCORED.iter().position(|group| *group == result.group) {
                     members.push((number as u32, group as u16, cell));
                 }
                 if let Some(segment) = result
                     .segment
                     .and_then(|segment| RFM_SEGMENTS.iter().position(|(each, _, _, _)| *each == segment))
                 {
-                    members.push((number as u32, (RFM_GROUPS.len() + segment) as u16, cell));
+                    members.push((number as u32, (RfmGroup::SCORED.len() + segment) as u16, cell));
                 }
             }
             Ok(Outcome { summary: serde_json::json!({ "cuts": cuts }), segments, members })
@@ -665,21 +654,6 @@ fn analyse_loyalty(file: &PurchaseFile, rules: &LifecycleRules) -> ServiceResult
         "score_mean": { "loyal": mean(0), "potentially_loyal": mean(1) },
     });
     Ok(Outcome { summary, segments, members })
-}
-
-/// Whether a classic group is high on figure `index` (0 R, 1 F, 2 M).
-fn is_high(group: RfmGroup, index: usize) -> bool {
-    let (recency, frequency, monetary) = match group {
-        RfmGroup::ImportantValue => (true, true, true),
-        RfmGroup::ImportantDevelop => (true, false, true),
-        RfmGroup::ImportantRetain => (false, true, true),
-        RfmGroup::ImportantWinBack => (false, false, true),
-        RfmGroup::GeneralValue => (true, true, false),
-        RfmGroup::GeneralDevelop => (true, false, false),
-        RfmGroup::GeneralRetain => (false, true, false),
-        RfmGroup::GeneralWinBack | RfmGroup::NoPurchase => (false, false, false),
-    };
-    [recency, frequency, monetary][index]
 }
 
 /// Churn features and labels of the customers who had bought by cutoff number `cutoff`.

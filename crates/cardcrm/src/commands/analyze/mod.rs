@@ -338,18 +338,6 @@ fn spinner(visible: bool) -> ProgressBar {
     bar
 }
 
-const GROUPS: [RfmGroup; 9] = [
-    RfmGroup::ImportantValue,
-    RfmGroup::ImportantDevelop,
-    RfmGroup::ImportantRetain,
-    RfmGroup::ImportantWinBack,
-    RfmGroup::GeneralValue,
-    RfmGroup::GeneralDevelop,
-    RfmGroup::GeneralRetain,
-    RfmGroup::GeneralWinBack,
-    RfmGroup::NoPurchase,
-];
-
 /// Writes a JSON object: the fields of `head`, then `key` holding the array of `rows`, each
 /// serialised as it comes (memory per row, not per document: a million customers' results
 /// would otherwise be built in memory first). One line, ending with a newline.
@@ -405,8 +393,9 @@ fn print_rfm(
     let io = |error: std::io::Error| Failure::other(format!("writing the result: {error}"));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let summary: Vec<serde_json::Value> = GROUPS
+    let summary: Vec<serde_json::Value> = RfmGroup::SCORED
         .iter()
+        .chain([&RfmGroup::NoPurchase])
         .map(|group| {
             let members: Vec<usize> =
                 (0..results.len()).filter(|index| results[*index].group == *group).collect();
