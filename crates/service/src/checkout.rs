@@ -293,7 +293,7 @@ impl Services {
         let input_customer = input.customer_id;
         let context = self.loyalty_context();
         self.keyed(access.identity(), key, "checkout", &request, move |conn, actor, now_ms| {
-            check_store(conn, store_id)?;
+            let store = check_store(conn, store_id)?;
             let mut basket = Basket { lines: lines.clone() };
             let (card, product, tier) = match input_card {
                 Some(card_id) => {
@@ -396,7 +396,10 @@ impl Services {
             }
             let earn_lines: Vec<cardcrm_domain::loyalty::EarnLine> = basket.lines.iter().map(|line| cardcrm_domain::loyalty::EarnLine { category: line.category.clone(), paid_minor: line.net_minor }).collect();
             let prepared = match customer_id {
-                Some(member) => Some(crate::loyalty::prepare_earning(conn, &context, member, store_id, &earn_lines, now_ms)?),
+                Some(member) => {
+                    let place = crate::loyalty::Place::of(store.as_ref(), &context.zone);
+                    Some(crate::loyalty::prepare_earning(conn, &context, member, &place, tier.as_ref(), &earn_lines, now_ms)?)
+                }
                 None => None,
             };
             let detail = serde_json::json!({

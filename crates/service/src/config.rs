@@ -76,8 +76,11 @@ pub struct DatabaseSettings {
     pub postgres_write_batch_max: usize,
     /// How long a commit waits for more writes to join it.
     pub write_linger_ms: u64,
+    /// Page cache of each SQLite reader (and of a bulk load).
     pub sqlite_cache_mib: i64,
-    /// How much of the SQLite file each reader maps into memory (0 turns mapping off).
+    /// Page cache of the SQLite writer: small, because SQLite walks all of it at every commit.
+    pub sqlite_writer_cache_mib: i64,
+    /// How much of the SQLite file each connection maps into memory (0 turns mapping off).
     pub sqlite_mmap_mib: i64,
 }
 
@@ -185,6 +188,7 @@ impl Default for DatabaseSettings {
             postgres_write_batch_max: 1,
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
+            sqlite_writer_cache_mib: 8,
             sqlite_mmap_mib: 1024,
         }
     }
@@ -342,6 +346,7 @@ impl Settings {
             postgres_write_batch_max: self.database.postgres_write_batch_max.max(1),
             write_linger: Duration::from_millis(self.database.write_linger_ms),
             sqlite_cache_kib: self.database.sqlite_cache_mib.max(1) * 1024,
+            sqlite_writer_cache_kib: self.database.sqlite_writer_cache_mib.max(1) * 1024,
             sqlite_mmap_bytes: self.database.sqlite_mmap_mib.max(0) << 20,
         }
     }

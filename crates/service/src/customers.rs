@@ -450,6 +450,8 @@ pub struct MergeOutcome {
     pub moved_consents: u64,
     pub moved_events: u64,
     pub moved_purchases: u64,
+    /// Points, points owed, tier activity, coupons and mall orders moved to the survivor.
+    pub loyalty: crate::loyalty::MergedLoyalty,
 }
 
 /// The input a record was made from, for re-validation after a patch.
@@ -1147,7 +1149,8 @@ impl Services {
         let services = self.clone();
         let now_ms = self.now_ms();
         let today = self.today();
-        let (record, tags, moved) = self
+        let zone = self.default_zone().clone();
+        let (record, tags, moved, loyalty) = self
             .database()
             .write(move |conn| {
                 let survivor = repo::get(conn, survivor_id)?.ok_or_else(|| ServiceError::not_found("customer", survivor_id))?;
@@ -1198,6 +1201,10 @@ impl Services {
                 let moved = repo::reassign(conn, merged_id, survivor_id)?;
                 // Cards (with their balances, points and tier) and credit records follow.
                 cardcrm_store::repo::cards::reassign(conn, merged_id, survivor_id)?;
+                // Points (lots with their expiry, points owed), tier activity and the higher
+                // tier, coupons and mall orders follow too.
+                let actor = crate::ledger::Actor::of(&identity);
+                let loyalty = crate::loyalty::merge_loyalty(conn, &actor, merged_id, survivor_id, now_ms, &zone)?;
                 let mut closed = merged.clone();
                 closed.status = "merged".into();
                 closed.merged_into_id = Some(survivor_id);
@@ -1216,9 +1223,10 @@ impl Services {
                     "survivor": audit::snapshot(&after_view),
                     "merged_id": merged_id,
                     "moved": { "tags": moved.tags, "consents": moved.consents, "events": moved.events, "purchases": moved.purchases },
+                    "loyalty": loyalty,
                 });
                 audit::append(conn, &identity, now_ms, "customer.merge", "customer", survivor_id, Some(before), Some(after_json))?;
-                Ok::<_, ServiceError>((after, tags, moved))
+                Ok::<_, ServiceError>((after, tags, moved, loyalty))
             })
             .await?;
         let survivor = self.customer_view(&record, tags, None, false)?;
@@ -1229,6 +1237,7 @@ impl Services {
             moved_consents: moved.consents,
             moved_events: moved.events,
             moved_purchases: moved.purchases,
+            loyalty,
         })
     }
 

@@ -88,6 +88,8 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+        // A code missing from the list would reach clients as `operation.refused`.
+        debug_assert!(REFUSAL_CODES.contains(&code), "refusal code {code} is not in REFUSAL_CODES");
         Self { code: code.to_owned(), message: message.into() }
     }
 
@@ -98,40 +100,43 @@ impl Refusal {
 
 /// Stable codes of stored refusals (the error type wants static codes).
 fn refusal_code(code: &str) -> &'static str {
-    const CODES: [&str; 30] = [
-        "points.insufficient",
-        "points.transfer_limit",
-        "partner.closed",
-        "coupon.template_inactive",
-        "coupon.template_ended",
-        "coupon.issue_limit",
-        "coupon.member_limit",
-        "coupon.invalid",
-        "coupon.not_stackable",
-        "reward.inactive",
-        "reward.member_limit",
-        "reward.out_of_stock",
-        "order.closed",
-        "order.coupon_used",
-        "points.not_member",
-        "points.over_basket_share",
-        "points.not_enough",
-        "coupon.not_applicable",
-        "balance.insufficient",
-        "balance.over_limit",
-        "card.not_active",
-        "card.frozen",
-        "card.replaced",
-        "card.closed",
-        "card.active",
-        "card.expired",
-        "card.not_stored_value",
-        "refund.exceeds_remaining",
-        "refund.not_refundable",
-        "transfer.not_allowed",
-    ];
-    CODES.into_iter().find(|known| *known == code).unwrap_or("operation.refused")
+    REFUSAL_CODES.into_iter().find(|known| *known == code).unwrap_or("operation.refused")
 }
+
+const REFUSAL_CODES: [&str; 32] = [
+    "points.insufficient",
+    "points.transfer_limit",
+    "partner.closed",
+    "coupon.template_inactive",
+    "coupon.template_ended",
+    "coupon.issue_limit",
+    "coupon.member_limit",
+    "coupon.invalid",
+    "coupon.not_stackable",
+    "reward.inactive",
+    "reward.member_limit",
+    "reward.out_of_stock",
+    "order.closed",
+    "order.coupon_used",
+    "points.not_member",
+    "points.over_basket_share",
+    "points.not_enough",
+    "coupon.not_applicable",
+    "balance.insufficient",
+    "balance.over_limit",
+    "card.not_active",
+    "card.frozen",
+    "card.replaced",
+    "card.closed",
+    "card.active",
+    "card.expired",
+    "card.not_stored_value",
+    "refund.exceeds_remaining",
+    "refund.not_refundable",
+    "transfer.not_allowed",
+    "member.already_enrolled",
+    "referral.too_late",
+];
 
 /// What the unit of work of a keyed request ended with.
 enum Stored<T> {
@@ -411,7 +416,7 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    fn of(identity: &Identity) -> Self {
+    pub(crate) fn of(identity: &Identity) -> Self {
         Self {
             kind: identity.kind.as_str().to_owned(),
             id: identity.id,
@@ -1348,17 +1353,15 @@ pub(crate) fn insufficient(card_id: i64, available: i64, asked: i64) -> Refusal 
     Refusal::new("balance.insufficient", format!("card {card_id} holds {available}, less than {asked}"))
 }
 
-pub(crate) fn check_store(conn: &mut Conn<'_>, store_id: Option<i64>) -> ServiceResult<()> {
-    if let Some(store) = store_id
-        && organisation::get(conn, store)?.is_none()
-    {
-        return Err(ServiceError::invalid(
-            "store_id",
-            "store.unknown",
-            format!("store {store} does not exist"),
-        ));
-    }
-    Ok(())
+/// The store an operation names, which must exist (`None` when it names none).
+pub(crate) fn check_store(
+    conn: &mut Conn<'_>,
+    store_id: Option<i64>,
+) -> ServiceResult<Option<organisation::StoreRecord>> {
+    let Some(store) = store_id else { return Ok(None) };
+    organisation::get(conn, store)?.map(Some).ok_or_else(|| {
+        ServiceError::invalid("store_id", "store.unknown", format!("store {store} does not exist"))
+    })
 }
 
 /// An issued card becomes active on its first top-up.

@@ -129,9 +129,15 @@ fn member_account(
 
 /// Points a member owes (refunds of points already spent, under `negative_balance`).
 fn owed_points(conn: &mut Conn<'_>, customer_id: i64) -> ServiceResult<i64> {
-    let Some(account) = ledger_repo::account_ref(conn, &format!("member:{customer_id}:points_owed"))? else {
-        return Ok(0);
-    };
+    match ledger_repo::account_ref(conn, &format!("member:{customer_id}:points_owed"))? {
+        Some(account) => owed_on(conn, account),
+        None => Ok(0),
+    }
+}
+
+/// Points owed on the member's `points_owed` account (refunds of points already spent,
+/// under `negative_balance`).
+fn owed_on(conn: &mut Conn<'_>, account: AccountRef) -> ServiceResult<i64> {
     let balances = ledger_repo::balances_before(conn, &[account.id], i64::MAX)?;
     // Debit-normal: what was posted against the member less what they paid off.
     Ok(-balances.get(&account.id).copied().unwrap_or(0))
@@ -185,6 +191,7 @@ pub(crate) fn ensure_member(
         override_reason: None,
         first_purchase_at_ms: None,
         referred_by: None,
+        enrolled_at_ms: None,
         version: 1,
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
@@ -213,18 +220,23 @@ impl Services {
     }
 }
 
-/// The local date of a purchase: the store's time zone, or the business's.
-fn local_date(
-    conn: &mut Conn<'_>,
+/// Where a purchase happens, as earning sees it: the store, and the time zone its local
+/// date is read in (the store's, or the business's when there is no store).
+pub(crate) struct Place {
     store_id: Option<i64>,
-    now_ms: i64,
-    zone: &TimeZone,
-) -> ServiceResult<jiff::civil::Date> {
-    let store_zone = match store_id {
-        Some(id) => organisation::get(conn, id)?.and_then(|store| TimeZone::get(&store.time_zone).ok()),
-        None => None,
-    };
-    Ok(at(now_ms).to_zoned(store_zone.unwrap_or_else(|| zone.clone())).date())
+    zone: TimeZone,
+}
+
+impl Place {
+    /// From the store the caller already read (and checked exists).
+    pub(crate) fn of(store: Option<&organisation::StoreRecord>, business_zone: &TimeZone) -> Self {
+        let zone = store.and_then(|store| TimeZone::get(&store.time_zone).ok());
+        Self { store_id: store.map(|store| store.id), zone: zone.unwrap_or_else(|| business_zone.clone()) }
+    }
+
+    fn local_date(&self, now_ms: i64) -> jiff::civil::Date {
+        at(now_ms).to_zoned(self.zone.clone()).date()
+    }
 }
 
 fn start_of_local_day(date: jiff::civil::Date, conn_zone: &TimeZone) -> i64 {
@@ -245,22 +257,98 @@ pub struct PointsEarned {
     pub expires_at: Option<String>,
     /// The member's new tier when this purchase lifted them.
     pub upgraded_to: Option<String>,
+    /// The referral bonus this purchase (the member's first) earned the member who referred them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<ReferralBonus>,
 }
 
-/// The member context of an earning.
+/// Points a referrer earned from a referred member's first purchase.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReferralBonus {
+    pub customer_id: i64,
+    pub points: i64,
+    /// The referrer's own operation that credited them.
+    pub operation_id: i64,
+}
+
+/// Credits the programme's referral bonus to `referrer` for the first purchase of `member`
+/// (operation `purchase_operation_id`), as an operation of the referrer's own. Nothing when
+/// the programme gives no referral bonus or the referrer is no longer an active customer.
+#[allow(clippy::too_many_arguments)]
+fn award_referral(
+    conn: &mut Conn<'_>,
+    programme: &Programme,
+    context: &LoyaltyContext,
+    referrer: i64,
+    member: &MemberRecord,
+    store_id: Option<i64>,
+    actor_name: &str,
+    purchase_operation_id: i64,
+    now_ms: i64,
+) -> ServiceResult<Option<ReferralBonus>> {
+    let points = programme.rules().referral_bonus_points;
+    if points <= 0 || !is_active_customer(conn, referrer)? {
+        return Ok(None);
+    }
+    ensure_member(conn, programme, referrer, now_ms, &context.zone)?;
+    let detail = serde_json::json!({
+        "referred_customer_id": member.customer_id, "purchase_operation_id": purchase_operation_id,
+    });
+    let operation = OperationRecord {
+        id: 0,
+        kind: "referral_bonus".into(),
+        card_id: None,
+        customer_id: Some(referrer),
+        store_id,
+        reverses_operation_id: None,
+        amount_minor: points,
+        asset: POINTS_ASSET.into(),
+        payment_method: None,
+        detail_json: detail.to_string(),
+        actor_kind: "system".into(),
+        actor_id: None,
+        actor_name: format!("referral of {} ({actor_name})", member.customer_id),
+        source_ip: None,
+        request_id: None,
+        occurred_at_ms: now_ms,
+    };
+    let operation_id = ledger_repo::insert_operation(conn, &operation)?;
+    let issued = store_account(conn, store_id, "points_issued", POINTS_ASSET, now_ms)?;
+    credit_points(
+        conn,
+        programme,
+        referrer,
+        points,
+        issued,
+        operation_id,
+        "referral",
+        None,
+        now_ms,
+        &context.zone,
+    )?;
+    repo::add_activity(conn, referrer, month_index(now_ms, &context.zone), 0, 0, points)?;
+    Ok(Some(ReferralBonus { customer_id: referrer, points, operation_id }))
+}
+
 /// What earning needs to know about the member and the moment; only what the programme's
-/// rules use is read (every checkout of a member comes through here).
+/// rules use is read (every checkout of a member comes through here). `tier_read` is a tier
+/// the caller has already read (a checkout reads the card's): used when it is the member's.
 fn earn_context(
     conn: &mut Conn<'_>,
     programme: &Programme,
     member: &MemberRecord,
-    store_id: Option<i64>,
+    place: &Place,
+    tier_read: Option<&card_repo::TierRecord>,
     now_ms: i64,
     zone: &TimeZone,
 ) -> ServiceResult<EarnContext> {
     let rules = programme.rules();
     let tier_multiplier_pct = if rules.tier_multiplier {
-        card_repo::tier(conn, effective_tier(member, now_ms))?.map_or(100, |tier| tier.points_multiplier_pct)
+        let code = effective_tier(member, now_ms);
+        match tier_read {
+            Some(tier) if tier.code == code => tier.points_multiplier_pct,
+            _ => card_repo::tier(conn, code)?.map_or(100, |tier| tier.points_multiplier_pct),
+        }
     } else {
         100
     };
@@ -270,7 +358,7 @@ fn earn_context(
             .map(|date| (date.month(), date.day())),
         None => None,
     };
-    let date = local_date(conn, store_id, now_ms, zone)?;
+    let date = place.local_date(now_ms);
     let first_purchase = rules.first_purchase_bonus_points > 0
         && member.first_purchase_at_ms.is_none()
         && !repo::has_purchase_lot(conn, member.customer_id)?;
@@ -280,7 +368,7 @@ fn earn_context(
     };
     Ok(EarnContext {
         tier_multiplier_pct,
-        store_id,
+        store_id: place.store_id,
         local_date: date,
         birthday,
         first_purchase,
@@ -304,10 +392,21 @@ pub(crate) fn credit_points(
     now_ms: i64,
     zone: &TimeZone,
 ) -> ServiceResult<(Option<LotRecord>, i64)> {
-    let owed = owed_points(conn, customer_id)?;
+    // The member's accounts in one look-up: the points account, and the owed one if any.
+    let accounts = ledger_repo::accounts_of_customer(conn, customer_id)?;
+    let find = |name: &str| {
+        let code = format!("member:{customer_id}:{name}");
+        accounts.iter().find(|(found, _)| *found == code).map(|(_, account)| *account)
+    };
+    let owed_account = find("points_owed");
+    let owed = match owed_account {
+        Some(account) => owed_on(conn, account)?,
+        None => 0,
+    };
     let repaid = owed.min(points).max(0);
-    if repaid > 0 {
-        let owed_account = owed_account(conn, customer_id, now_ms)?;
+    if let Some(owed_account) = owed_account
+        && repaid > 0
+    {
         post(
             conn,
             &NewTransfer {
@@ -326,7 +425,10 @@ pub(crate) fn credit_points(
     if rest <= 0 {
         return Ok((None, repaid));
     }
-    let account = points_account(conn, customer_id, now_ms)?;
+    let account = match find("points") {
+        Some(account) => account,
+        None => points_account(conn, customer_id, now_ms)?,
+    };
     post(
         conn,
         &NewTransfer {
@@ -340,7 +442,13 @@ pub(crate) fn credit_points(
             created_at_ms: now_ms,
         },
     )?;
-    let pending_ms = if source == "purchase" { programme.rules().pending_days * 86_400_000 } else { 0 };
+    // Points that a return could undo wait out the return window: a purchase's, and the
+    // referral bonus a referred member's first purchase brings.
+    let pending_ms = if matches!(source, "purchase" | "referral") {
+        programme.rules().pending_days * 86_400_000
+    } else {
+        0
+    };
     let mut lot = LotRecord {
         id: 0,
         customer_id,
@@ -358,6 +466,235 @@ pub(crate) fn credit_points(
     Ok((Some(lot), repaid))
 }
 
+/// The customer who holds a customer's points now: the customer, or the one they were
+/// merged into (followed through successive merges).
+pub(crate) fn points_holder(conn: &mut Conn<'_>, customer_id: i64) -> ServiceResult<i64> {
+    let mut current = customer_id;
+    // A merge chain is as long as the merges made one after another; bounded regardless.
+    for _ in 0..16 {
+        match customer_repo::get(conn, current)?.and_then(|customer| customer.merged_into_id) {
+            Some(next) if next != current => current = next,
+            _ => return Ok(current),
+        }
+    }
+    Ok(current)
+}
+
+/// What a customer merge did to the loyalty programme.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MergedLoyalty {
+    /// The operation that moved points (and points owed) to the survivor.
+    pub operation_id: Option<i64>,
+    pub points: i64,
+    pub lots: i64,
+    pub points_owed: i64,
+    pub activity_months: i64,
+    pub coupons: i64,
+    pub mall_orders: i64,
+    /// The survivor's tier when the merge changed it (the higher of the two, or what the
+    /// combined activity qualifies for).
+    pub tier: Option<String>,
+}
+
+/// Moves everything the loyalty programme holds for `merged_id` onto `survivor_id`, inside
+/// the merge's unit of work: each lot with its points, expiry, source and the operation that
+/// made it (so a later refund of that purchase finds it); points owed; monthly activity; the
+/// higher of the two tiers; enrolment and first-purchase dates; coupons, mall orders,
+/// events and referrals. Then the survivor's tier is reviewed on the combined activity.
+pub(crate) fn merge_loyalty(
+    conn: &mut Conn<'_>,
+    actor: &Actor,
+    merged_id: i64,
+    survivor_id: i64,
+    now_ms: i64,
+    zone: &TimeZone,
+) -> ServiceResult<MergedLoyalty> {
+    let programme = programme_at(conn, now_ms)?;
+    let mut outcome = MergedLoyalty::default();
+    let accounts = ledger_repo::accounts_of_customer(conn, merged_id)?;
+    let find = |name: &str| {
+        let code = format!("member:{merged_id}:{name}");
+        accounts.iter().find(|(found, _)| *found == code).map(|(_, account)| *account)
+    };
+    let owed = match find("points_owed") {
+        Some(account) => owed_on(conn, account)?,
+        None => 0,
+    };
+    let mut lots = repo::lots_of(conn, merged_id, false, LOTS_READ_MAX)?;
+    let merged_member = repo::member(conn, merged_id)?;
+    if merged_member.is_some() || !lots.is_empty() || owed > 0 {
+        ensure_member(conn, &programme, survivor_id, now_ms, zone)?;
+    }
+    let points_total = repo::points_remaining_of(conn, merged_id)?;
+    let mut operation_id = None;
+    let mut operation = |conn: &mut Conn<'_>| -> ServiceResult<i64> {
+        if let Some(id) = operation_id {
+            return Ok(id);
+        }
+        let detail =
+            serde_json::json!({"merged_customer_id": merged_id, "points": points_total, "points_owed": owed});
+        let record = member_operation(
+            actor,
+            "points_merge",
+            survivor_id,
+            None,
+            None,
+            points_total,
+            POINTS_ASSET,
+            detail,
+            now_ms,
+        );
+        let id = ledger_repo::insert_operation(conn, &record)?;
+        operation_id = Some(id);
+        Ok(id)
+    };
+    // Lots, a read's worth at a time (each read finds the next, since the moved ones are empty).
+    while !lots.is_empty() {
+        let from = find("points").ok_or_else(|| {
+            ServiceError::Store(StoreError::Invariant(format!(
+                "customer {merged_id} has lots and no points account"
+            )))
+        })?;
+        let to = points_account(conn, survivor_id, now_ms)?;
+        let id = operation(conn)?;
+        let points: i64 = lots.iter().map(|lot| lot.points_remaining).sum();
+        post(
+            conn,
+            &NewTransfer {
+                operation_id: id,
+                debit: from,
+                credit: to,
+                amount_minor: points,
+                asset: POINTS_ASSET,
+                purpose: "points_merge",
+                reverses_transfer_id: None,
+                created_at_ms: now_ms,
+            },
+        )?;
+        for lot in &lots {
+            let moved = lot.points_remaining;
+            if !repo::take_from_lot(conn, lot.id, moved)? {
+                return Err(lost_race(conn, "a points lot"));
+            }
+            repo::insert_lot_move(
+                conn,
+                &LotMove { lot_id: lot.id, operation_id: id, points: -moved, kind: "merge_out".into() },
+                now_ms,
+            )?;
+            repo::insert_lot(
+                conn,
+                &LotRecord {
+                    id: 0,
+                    customer_id: survivor_id,
+                    account_id: to.id,
+                    points_earned: moved,
+                    points_remaining: moved,
+                    points_expired: 0,
+                    ..lot.clone()
+                },
+            )?;
+        }
+        outcome.points += points;
+        outcome.lots += lots.len() as i64;
+        lots = repo::lots_of(conn, merged_id, false, LOTS_READ_MAX)?;
+    }
+    if owed > 0 {
+        let from_debt = find("points_owed").ok_or_else(|| missing_account(merged_id))?;
+        let to_debt = owed_account(conn, survivor_id, now_ms)?;
+        let id = operation(conn)?;
+        // The debt moves: the survivor's owed account is charged, the merged one cleared.
+        post(
+            conn,
+            &NewTransfer {
+                operation_id: id,
+                debit: to_debt,
+                credit: from_debt,
+                amount_minor: owed,
+                asset: POINTS_ASSET,
+                purpose: "points_owed_merge",
+                reverses_transfer_id: None,
+                created_at_ms: now_ms,
+            },
+        )?;
+        outcome.points_owed = owed;
+    }
+    if outcome.points != points_total {
+        return Err(ServiceError::Store(StoreError::Invariant(format!(
+            "the merge moved {} points of {points_total}",
+            outcome.points
+        ))));
+    }
+    outcome.operation_id = operation_id;
+    outcome.activity_months = repo::move_activity(conn, merged_id, survivor_id)? as i64;
+    if let Some(old) = &merged_member
+        && let Some(mut survivor) = repo::member(conn, survivor_id)?
+    {
+        let expected = survivor.version;
+        let earliest = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
+        survivor.first_purchase_at_ms = earliest(survivor.first_purchase_at_ms, old.first_purchase_at_ms);
+        survivor.enrolled_at_ms = earliest(survivor.enrolled_at_ms, old.enrolled_at_ms);
+        if survivor.referred_by.is_none() {
+            survivor.referred_by = old.referred_by.filter(|referrer| *referrer != survivor_id);
+        }
+        let rank = |tier: &str| programme.tier(tier).map_or(0, |tier| tier.rank);
+        let before = survivor.tier.clone();
+        if rank(&old.tier) > rank(&survivor.tier) {
+            survivor.tier.clone_from(&old.tier);
+            survivor.tier_since_ms = old.tier_since_ms;
+            survivor.review_at_ms = old.review_at_ms;
+            survivor.grace_until_ms = old.grace_until_ms;
+        }
+        survivor.version += 1;
+        survivor.updated_at_ms = now_ms;
+        let tier_changed = survivor.tier != before;
+        let card_tier = tier_changed.then(|| effective_tier(&survivor, now_ms).to_owned());
+        let review = repo::MemberReview {
+            expected_version: expected,
+            dates_only: false,
+            tier_changed,
+            history: tier_changed.then(|| TierChangeRecord {
+                id: 0,
+                customer_id: survivor_id,
+                from_tier: Some(before.clone()),
+                to_tier: survivor.tier.clone(),
+                reason: "merge".into(),
+                detail_json: serde_json::json!({"merged_customer_id": merged_id}).to_string(),
+                actor: actor.name().to_owned(),
+                created_at_ms: now_ms,
+            }),
+            event: card_tier.as_ref().map(|tier| repo::EventRecord {
+                id: 0,
+                kind: "tier_changed".into(),
+                customer_id: survivor_id,
+                due_at_ms: now_ms,
+                detail_json: serde_json::json!({"from": before, "to": tier, "reason": "merge"}).to_string(),
+                created_at_ms: now_ms,
+            }),
+            card_tier,
+            member: survivor,
+        };
+        if !repo::write_member_reviews(conn, std::slice::from_ref(&review))?.is_empty() {
+            return Err(lost_race(conn, "the member"));
+        }
+        if tier_changed {
+            outcome.tier = Some(review.member.tier.clone());
+        }
+    }
+    let moved = repo::reassign_loyalty(conn, merged_id, survivor_id)?;
+    outcome.coupons = moved.coupons as i64;
+    outcome.mall_orders = moved.mall_orders as i64;
+    if let Some(member) = repo::member(conn, survivor_id)?
+        && let Some(tier) = review_member(conn, &programme, member, now_ms, zone, actor.name(), true)?
+    {
+        outcome.tier = Some(tier);
+    }
+    Ok(outcome)
+}
+
+fn missing_account(customer_id: i64) -> ServiceError {
+    ServiceError::Store(StoreError::Invariant(format!("customer {customer_id} lost a points account")))
+}
+
 /// What a purchase will earn, worked out before its operation is written (the operation
 /// records it).
 pub(crate) struct PreparedEarning {
@@ -368,19 +705,21 @@ pub(crate) struct PreparedEarning {
     pub(crate) earning: Earning,
 }
 
+/// Works out what `lines` earn the member at `place`; `tier_read` as for [`earn_context`].
 pub(crate) fn prepare_earning(
     conn: &mut Conn<'_>,
     context: &LoyaltyContext,
     customer_id: i64,
-    store_id: Option<i64>,
+    place: &Place,
+    tier_read: Option<&card_repo::TierRecord>,
     lines: &[EarnLine],
     now_ms: i64,
 ) -> ServiceResult<PreparedEarning> {
     let programme = programme_at(conn, now_ms)?;
     let member = ensure_member(conn, &programme, customer_id, now_ms, &context.zone)?;
-    let member_context = earn_context(conn, &programme, &member, store_id, now_ms, &context.zone)?;
+    let member_context = earn_context(conn, &programme, &member, place, tier_read, now_ms, &context.zone)?;
     let earning = programme.earn(lines, &member_context);
-    Ok(PreparedEarning { programme, member, customer_id, store_id, earning })
+    Ok(PreparedEarning { programme, member, customer_id, store_id: place.store_id, earning })
 }
 
 /// Earns the prepared points for a purchase the member paid `paid_minor` for, inside the
@@ -421,6 +760,19 @@ pub(crate) fn apply_earning(
     }
     repo::add_activity(conn, customer_id, month_index(now_ms, &context.zone), paid_minor, 1, points)?;
     if member.first_purchase_at_ms.is_none() {
+        if let Some(referrer) = member.referred_by {
+            earned.referral = award_referral(
+                conn,
+                &programme,
+                context,
+                referrer,
+                &member,
+                store_id,
+                actor_name,
+                operation_id,
+                now_ms,
+            )?;
+        }
         let version = member.version;
         member.first_purchase_at_ms = Some(now_ms);
         member.version += 1;
@@ -662,7 +1014,7 @@ pub(crate) fn return_points(
     let mut returned_before: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     for reversal in ledger_repo::reversals_of(conn, original_id)? {
         for lot_move in repo::lot_moves_of_operation(conn, reversal.id)? {
-            if lot_move.kind == "return" {
+            if matches!(lot_move.kind.as_str(), "return" | "return_to_survivor") {
                 *returned_before.entry(lot_move.lot_id).or_default() += lot_move.points;
             }
         }
@@ -677,21 +1029,53 @@ pub(crate) fn return_points(
         }
     }
     lots.sort_by_key(|(lot, _)| std::cmp::Reverse((lot.expires_at_ms.unwrap_or(i64::MAX), lot.id)));
+    // Points taken before the member was merged into another go to the survivor, as lots like
+    // the ones they came from (same expiry and origin): the merged member's lots are closed.
+    let taken_from = lots.first().map(|(lot, _)| lot.customer_id);
+    let survivor = match taken_from {
+        Some(customer) => Some(points_holder(conn, customer)?).filter(|holder| *holder != customer),
+        None => None,
+    };
+    let survivor_account = match survivor {
+        Some(holder) => Some(points_account(conn, holder, now_ms)?),
+        None => None,
+    };
     let mut left = points;
     for (lot, open) in &lots {
         let give = left.min(*open);
         if give == 0 {
             break;
         }
-        if !repo::return_to_lot(conn, lot.id, give)? {
-            return Err(ServiceError::Store(StoreError::Invariant(format!(
-                "points lot {} cannot take {give} back",
-                lot.id
-            ))));
-        }
+        let kind = match (survivor, survivor_account) {
+            (Some(holder), Some(account)) => {
+                repo::insert_lot(
+                    conn,
+                    &LotRecord {
+                        id: 0,
+                        customer_id: holder,
+                        account_id: account.id,
+                        points_earned: give,
+                        points_remaining: give,
+                        points_expired: 0,
+                        ..lot.clone()
+                    },
+                )?;
+                "return_to_survivor"
+            }
+            _ => {
+                if !repo::return_to_lot(conn, lot.id, give)? {
+                    return Err(ServiceError::Store(StoreError::Invariant(format!(
+                        "points lot {} cannot take {give} back",
+                        lot.id
+                    ))));
+                }
+                "return"
+            }
+        };
+        // Recorded against the lot the points came from, so later reversals count them.
         repo::insert_lot_move(
             conn,
-            &LotMove { lot_id: lot.id, operation_id: reversal_id, points: give, kind: "return".into() },
+            &LotMove { lot_id: lot.id, operation_id: reversal_id, points: give, kind: kind.into() },
             now_ms,
         )?;
         left -= give;
@@ -717,7 +1101,8 @@ pub(crate) fn return_points(
             &NewTransfer {
                 operation_id: reversal_id,
                 debit: AccountRef { id: transfer.credit_account_id, tracks_balance: false },
-                credit: AccountRef { id: transfer.debit_account_id, tracks_balance: true },
+                credit: survivor_account
+                    .unwrap_or(AccountRef { id: transfer.debit_account_id, tracks_balance: true }),
                 amount_minor: amount,
                 asset: POINTS_ASSET,
                 purpose: "points_return",
@@ -764,6 +1149,8 @@ pub(crate) fn plan_points_reversal(
     now_ms: i64,
 ) -> ServiceResult<Option<PointsPlan>> {
     let Some(customer_id) = original.customer_id else { return Ok(None) };
+    // A purchase made before a merge is taken back from whoever holds the points now.
+    let customer_id = points_holder(conn, customer_id)?;
     let transfers = ledger_repo::transfers_of_operation(conn, original.id)?;
     let sum = |purposes: &[&str]| -> i64 {
         transfers
@@ -798,7 +1185,7 @@ pub(crate) fn plan_points_reversal(
         let programme = programme_at(conn, now_ms)?;
         let lots: Vec<LotBalance> =
             repo::lots_of(conn, customer_id, false, LOTS_READ_MAX)?.iter().map(lot_balance).collect();
-        let origin = repo::lots_of_operation(conn, original.id)?.first().map(|lot| lot.id);
+        let origin = repo::lots_of_operation(conn, customer_id, original.id)?.first().map(|lot| lot.id);
         let (clawback, short) = plan_clawback(&lots, origin, claw, now_ms);
         plan.reversal.clawed_back = claw - short;
         plan.reversal.shortfall = short;
@@ -919,6 +1306,9 @@ pub struct MemberView {
     pub next_tier_spend_minor: Option<i64>,
     pub next_tier_visits: Option<i64>,
     pub next_tier_points: Option<i64>,
+    /// When the member enrolled (none: made by a purchase, never enrolled).
+    pub enrolled_at: Option<String>,
+    pub referred_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -1083,6 +1473,32 @@ pub struct TierOverrideInput {
 pub struct PointsTransferInput {
     pub to_customer_id: i64,
     pub points: i64,
+}
+
+/// Joining the programme 入会: the sign-up bonus, once, and who referred the member.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentInput {
+    /// The member who brought this one in; they earn the referral bonus on this member's
+    /// first purchase.
+    pub referred_by: Option<i64>,
+    /// Where the member joined (the store that issues the sign-up points); the caller's store
+    /// when omitted.
+    pub store_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnrolmentView {
+    pub customer_id: i64,
+    pub enrolled_at: String,
+    pub tier: String,
+    pub referred_by: Option<i64>,
+    /// The operation that credited the sign-up bonus (none when the programme gives none).
+    pub operation_id: Option<i64>,
+    pub signup_points: i64,
+    pub lot_id: Option<i64>,
+    pub expires_at: Option<String>,
+    pub balance_after: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -1257,6 +1673,11 @@ fn points_balance(conn: &mut Conn<'_>, customer_id: i64) -> ServiceResult<i64> {
         Some(account) => ledger_repo::account(conn, account.id)?.map_or(0, |account| account.balance()),
         None => 0,
     })
+}
+
+/// Whether `customer_id` names a customer who is active (not merged into another).
+fn is_active_customer(conn: &mut Conn<'_>, customer_id: i64) -> ServiceResult<bool> {
+    Ok(customer_repo::get(conn, customer_id)?.is_some_and(|customer| customer.status == "active"))
 }
 
 fn require_customer(conn: &mut Conn<'_>, customer_id: i64) -> ServiceResult<()> {
@@ -1455,7 +1876,7 @@ impl Services {
         let currency = self.currency().as_str().to_owned();
         let customer_id = input.customer_id;
         self.keyed(access.identity(), key, "sale", &request, move |conn, actor, now_ms| {
-            check_store(conn, store_id)?;
+            let store = check_store(conn, store_id)?;
             require_customer(conn, customer_id)?;
             let store_key = store_id.map_or_else(|| "none".to_owned(), |id| id.to_string());
             let paid: i64 = lines.iter().map(|line| line.paid_minor).sum();
@@ -1463,11 +1884,13 @@ impl Services {
                 let operation = ledger_repo::operation(conn, operation_id)?.ok_or_else(|| ServiceError::not_found("operation", operation_id))?;
                 let detail: serde_json::Value = serde_json::from_str(&operation.detail_json).unwrap_or_default();
                 let mut points: PointsEarned = serde_json::from_value(detail.get("points").cloned().unwrap_or_default()).unwrap_or_default();
-                points.lot_id = repo::lots_of_operation(conn, operation_id)?.first().map(|lot| lot.id);
+                let member = operation.customer_id.unwrap_or(customer_id);
+                points.lot_id = repo::lots_of_operation(conn, member, operation_id)?.first().map(|lot| lot.id);
                 let value = SaleView { operation_id, customer_id: operation.customer_id.unwrap_or(customer_id), store_id: operation.store_id, external_id: external.clone(), paid_minor: operation.amount_minor, points, duplicate: true };
                 return Ok(Decision::Done { value, operation_id: None });
             }
-            let prepared = prepare_earning(conn, &context, customer_id, store_id, &lines, now_ms)?;
+            let place = Place::of(store.as_ref(), &context.zone);
+            let prepared = prepare_earning(conn, &context, customer_id, &place, None, &lines, now_ms)?;
             let detail = serde_json::json!({"external_id": external, "points": {"points": prepared.earning.points, "rules": prepared.earning.fired}});
             let operation = member_operation(actor, "sale", customer_id, store_id, None, paid, &currency, detail, now_ms);
             let operation_id = ledger_repo::insert_operation(conn, &operation)?;
@@ -1552,7 +1975,7 @@ impl Services {
         self.database()
             .read(move |conn| {
                 require_customer(conn, customer_id)?;
-                check_store(conn, store_id)?;
+                let store = check_store(conn, store_id)?;
                 let record = repo::programme_at(conn, now_ms)?
                     .ok_or_else(|| ServiceError::Store(StoreError::Invariant("no programme".into())))?;
                 let programme = parse_programme(&record.rules_json)?;
@@ -1573,11 +1996,13 @@ impl Services {
                     override_reason: None,
                     first_purchase_at_ms: None,
                     referred_by: None,
+                    enrolled_at_ms: None,
                     version: 0,
                     created_at_ms: now_ms,
                     updated_at_ms: now_ms,
                 });
-                let context = earn_context(conn, &programme, &member, store_id, now_ms, &zone)?;
+                let place = Place::of(store.as_ref(), &zone);
+                let context = earn_context(conn, &programme, &member, &place, None, now_ms, &zone)?;
                 let earning = programme.earn(&lines, &context);
                 Ok(SimulateView {
                     points: earning.points,
@@ -1681,6 +2106,92 @@ impl Services {
 
     /// Moves points to another member (family), within the programme's daily limit; the
     /// receiver's lots keep the expiry of the points given.
+    /// Enrols a customer in the programme 入会: records when (and who referred them), and
+    /// credits the programme's sign-up bonus once. A member made earlier by a purchase can
+    /// still enrol once; a second enrolment is refused.
+    pub async fn enrol_member(
+        &self,
+        access: Access<'_, perm::LoyaltyWrite>,
+        key: IdempotencyKey,
+        customer_id: i64,
+        input: EnrolmentInput,
+    ) -> ServiceResult<Outcome<EnrolmentView>> {
+        if input.referred_by == Some(customer_id) {
+            return Err(ServiceError::invalid(
+                "referred_by",
+                "referral.self",
+                "a member cannot refer themselves",
+            ));
+        }
+        let store_id = input.store_id.or(access.scope.store_id());
+        access.require_store(store_id)?;
+        let zone = self.default_zone().clone();
+        let identity = access.identity().clone();
+        let request = (customer_id, &input, store_id);
+        self.keyed(access.identity(), key, "enrolment", &request, move |conn, actor, now_ms| {
+            check_store(conn, store_id)?;
+            let customer = customer_repo::get(conn, customer_id)?.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
+            if customer.status != "active" {
+                return Err(ServiceError::conflict("customer.not_active", format!("customer {customer_id} is {}", customer.status)));
+            }
+            if let Some(referrer) = input.referred_by
+                && !is_active_customer(conn, referrer)?
+            {
+                return Err(ServiceError::invalid("referred_by", "referral.unknown", format!("customer {referrer} is not an active customer")));
+            }
+            let programme = programme_at(conn, now_ms)?;
+            let mut member = ensure_member(conn, &programme, customer_id, now_ms, &zone)?;
+            if let Some(at_ms) = member.enrolled_at_ms {
+                return Ok(Decision::Refused(Refusal::new("member.already_enrolled", format!("customer {customer_id} enrolled at {}", format_ms(at_ms)))));
+            }
+            if input.referred_by.is_some() && member.first_purchase_at_ms.is_some() {
+                return Ok(Decision::Refused(Refusal::new("referral.too_late", format!("customer {customer_id} has bought already; a referral counts only before the first purchase"))));
+            }
+            let version = member.version;
+            member.enrolled_at_ms = Some(now_ms);
+            member.referred_by = input.referred_by;
+            member.version += 1;
+            member.updated_at_ms = now_ms;
+            if !repo::update_member(conn, &member, version)? {
+                return Err(lost_race(conn, "the member"));
+            }
+            let bonus = programme.rules().signup_bonus_points;
+            let (mut operation_id, mut lot) = (None, None);
+            if bonus > 0 {
+                let detail = serde_json::json!({"referred_by": input.referred_by});
+                let operation = member_operation(actor, "signup_bonus", customer_id, store_id, None, bonus, POINTS_ASSET, detail, now_ms);
+                let id = ledger_repo::insert_operation(conn, &operation)?;
+                let issued = store_account(conn, store_id, "points_issued", POINTS_ASSET, now_ms)?;
+                lot = credit_points(conn, &programme, customer_id, bonus, issued, id, "signup", None, now_ms, &zone)?.0;
+                repo::add_activity(conn, customer_id, month_index(now_ms, &zone), 0, 0, bonus)?;
+                operation_id = Some(id);
+            }
+            audit::append(
+                conn,
+                &identity,
+                now_ms,
+                "member.enrol",
+                "customer",
+                customer_id,
+                None,
+                Some(serde_json::json!({"referred_by": input.referred_by, "signup_points": bonus, "store_id": store_id})),
+            )?;
+            let value = EnrolmentView {
+                customer_id,
+                enrolled_at: format_ms(now_ms),
+                tier: effective_tier(&member, now_ms).to_owned(),
+                referred_by: member.referred_by,
+                operation_id,
+                signup_points: bonus,
+                lot_id: lot.as_ref().map(|lot| lot.id),
+                expires_at: lot.as_ref().and_then(|lot| lot.expires_at_ms).map(format_ms),
+                balance_after: points_balance(conn, customer_id)?,
+            };
+            Ok(Decision::Done { value, operation_id })
+        })
+        .await
+    }
+
     pub async fn transfer_points(
         &self,
         access: Access<'_, perm::LoyaltyWrite>,
@@ -2221,6 +2732,8 @@ fn member_view(
         next_tier_spend_minor: next.as_ref().map(|(_, missing)| missing.spend_minor),
         next_tier_visits: next.as_ref().map(|(_, missing)| missing.visits),
         next_tier_points: next.as_ref().map(|(_, missing)| missing.points),
+        enrolled_at: member.as_ref().and_then(|member| member.enrolled_at_ms).map(format_ms),
+        referred_by: member.as_ref().and_then(|member| member.referred_by),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Property tests of points: random sequences of earning (offline sales), spending (mall
-//! orders), refunds of sales, cancelled orders, transfers between members and jumps of the
-//! clock with the expiry job. After every step each member's balance equals the points left
+//! orders), refunds of sales, cancelled orders, transfers between members, merges of another
+//! customer (with their points, and a mall order of theirs that a later step may cancel) into
+//! a member, and jumps of the clock with the expiry job. After every step each member's balance equals the points left
 //! in their lots and a model's count of what they should hold; no lot holds points past its
 //! expiry after the job; `verify` finds nothing wrong. Runs on SQLite, and on PostgreSQL
 //! when TEST_DATABASE_URL names a server.
@@ -24,12 +25,34 @@ const MEMBERS: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Earn { member: usize, amount: i64 },
-    RefundSale { pick: usize, amount: Option<i64> },
-    Order { member: usize, quantity: i64 },
-    Cancel { pick: usize },
-    Transfer { from: usize, points: i64 },
-    Advance { days: i64 },
+    Earn {
+        member: usize,
+        amount: i64,
+    },
+    RefundSale {
+        pick: usize,
+        amount: Option<i64>,
+    },
+    Order {
+        member: usize,
+        quantity: i64,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Transfer {
+        from: usize,
+        points: i64,
+    },
+    /// A duplicate record of `member` that earned `amount` (and spent on the mall) is merged in.
+    MergeIn {
+        member: usize,
+        amount: i64,
+        order: bool,
+    },
+    Advance {
+        days: i64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -39,6 +62,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..MEMBERS, 1i64..3).prop_map(|(member, quantity)| Step::Order { member, quantity }),
         1 => (0usize..20).prop_map(|pick| Step::Cancel { pick }),
         1 => (0..MEMBERS, 1i64..300).prop_map(|(from, points)| Step::Transfer { from, points }),
+        1 => (0..MEMBERS, 100i64..50_000, any::<bool>()).prop_map(|(member, amount, order)| Step::MergeIn { member, amount, order }),
         2 => (1i64..400).prop_map(|days| Step::Advance { days }),
     ]
 }
@@ -244,6 +268,57 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                     held[from] -= points;
                     held[to] += points;
                 }
+            }
+            Step::MergeIn { member, amount, order } => {
+                let duplicate = world.customer().await;
+                world.sale_seq += 1;
+                let key = world.key();
+                let sale = world
+                    .services
+                    .record_sale(
+                        identity.grant().expect("grant"),
+                        key,
+                        SaleInput {
+                            customer_id: duplicate,
+                            store_id: None,
+                            external_id: format!("S{}", world.sale_seq),
+                            lines: vec![SaleLine { amount_minor: amount, category: None }],
+                        },
+                    )
+                    .await
+                    .expect("sale")
+                    .value;
+                let mut brought = sale.points.points;
+                // Refunds of the duplicate's sale take points from whoever holds them now.
+                sales.push((member, sale.operation_id));
+                if order {
+                    let key = world.key();
+                    if let Ok(placed) = world
+                        .services
+                        .place_order(
+                            identity.grant().expect("grant"),
+                            key,
+                            OrderInput {
+                                customer_id: duplicate,
+                                reward_id: reward.id,
+                                quantity: Some(1),
+                                cash_method: None,
+                            },
+                        )
+                        .await
+                    {
+                        brought -= placed.value.points;
+                        orders.push((member, placed.value.id, placed.value.points));
+                    }
+                }
+                let merged = world
+                    .services
+                    .merge_customers(identity.grant().expect("grant"), members[member], duplicate)
+                    .await
+                    .expect("merge");
+                prop_assert_eq!(merged.loyalty.points, brought);
+                prop_assert_eq!(world.points(duplicate).await, (0, 0));
+                held[member] += brought;
             }
             Step::Advance { days } => {
                 world.clock.advance_ms(days * 86_400_000);

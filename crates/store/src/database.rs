@@ -44,8 +44,14 @@ pub struct DatabaseOptions {
     /// How long a writer waits for more units before committing a batch that is not full.
     /// Zero commits at once with whatever queued while the previous commit was syncing.
     pub write_linger: Duration,
-    /// SQLite page cache per connection, in KiB.
+    /// SQLite page cache per reader connection (and for a bulk unit of work), in KiB.
     pub sqlite_cache_kib: i64,
+    /// SQLite page cache of the writer connection, in KiB. Small on purpose: at every commit
+    /// SQLite walks the writer's whole page-cache hash table (a B-tree split leaves a page
+    /// keyed past the end of the file, so the end-of-transaction truncate scans every slot),
+    /// which with 64 MiB cost a tenth of the writer's time. The writer reads unchanged pages
+    /// through the memory map instead, as readers do.
+    pub sqlite_writer_cache_kib: i64,
     /// How much of the SQLite file readers map into memory, in bytes (0: read with system
     /// calls). Mapped reads skip a copy and a system call per page.
     pub sqlite_mmap_bytes: i64,
@@ -60,6 +66,7 @@ impl Default for DatabaseOptions {
             postgres_write_batch_max: 1,
             write_linger: Duration::ZERO,
             sqlite_cache_kib: 65_536,
+            sqlite_writer_cache_kib: 8_192,
             sqlite_mmap_bytes: 1 << 30,
         }
     }
@@ -490,12 +497,14 @@ fn gather(
 }
 
 /// Runs `first` and everything gathered with it, then any bulk job held back, in turn.
+/// Returns whether a bulk job ran.
 fn write_from(
     first: Box<dyn WriteJob>,
     receiver: &Receiver<Box<dyn WriteJob>>,
     options: &DatabaseOptions,
     conn: &mut Conn<'_>,
-) {
+) -> bool {
+    let mut bulk_ran = false;
     let begin = match conn.backend() {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",
@@ -512,7 +521,17 @@ fn write_from(
             }
         }
         match <[QueuedJob; 1]>::try_from(batch) {
-            Ok([job]) if job.bulk().is_some() => run_alone(conn, begin, job),
+            Ok([job]) if job.bulk().is_some() => {
+                if conn.backend() == Backend::Sqlite {
+                    // Loads sort and build indexes: the sorter's memory follows the cache size.
+                    let cache = format!("PRAGMA cache_size = -{}", options.sqlite_cache_kib.max(64));
+                    if let Err(error) = conn.batch(&cache) {
+                        tracing::warn!(%error, "could not enlarge the page cache for a bulk load");
+                    }
+                }
+                bulk_ran = true;
+                run_alone(conn, begin, job);
+            }
             Ok([job]) => run_single(conn, begin, job),
             Err(batch) => run_batch(conn, begin, batch),
         }
@@ -521,13 +540,25 @@ fn write_from(
         }
         next = held;
     }
+    bulk_ran
+}
+
+/// What a SQLite connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SqliteRole {
+    Reader,
+    /// The one connection that writes (small page cache, reads through the memory map).
+    Writer,
+    /// The WAL checkpointer.
+    Checkpointer,
 }
 
 fn sqlite_connection(
     path: &std::path::Path,
     options: &DatabaseOptions,
-    writer: bool,
+    role: SqliteRole,
 ) -> StoreResult<rusqlite::Connection> {
+    let writer = role != SqliteRole::Reader;
     use rusqlite::OpenFlags;
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if writer {
@@ -541,8 +572,9 @@ fn sqlite_connection(
     // calls: a third of a lookup's time, measured. Our queries do not need value-driven plans.
     connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     connection.busy_timeout(Duration::from_secs(10))?;
-    let cache = format!("PRAGMA cache_size = -{};", options.sqlite_cache_kib);
-    connection.execute_batch(&cache)?;
+    let cache_kib =
+        if role == SqliteRole::Writer { options.sqlite_writer_cache_kib } else { options.sqlite_cache_kib };
+    connection.execute_batch(&format!("PRAGMA cache_size = -{};", cache_kib.max(64)))?;
     // Temporary data (the sorter building an index, large sorts) spills to files once past
     // the cache size, so a bulk load's memory stays bounded.
     connection.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = FILE;")?;
@@ -558,7 +590,15 @@ fn sqlite_connection(
         connection.execute_batch("PRAGMA threads = 2;")?;
     } else {
         connection.execute_batch("PRAGMA query_only = ON;")?;
+    }
+    if role != SqliteRole::Checkpointer {
         connection.execute_batch(&format!("PRAGMA mmap_size = {};", options.sqlite_mmap_bytes.max(0)))?;
+    }
+    if role == SqliteRole::Writer {
+        // Checkpoints run on their own connection and thread, not inside the writer's
+        // commits: an automatic checkpoint in the committing connection stalls every request
+        // waiting on that commit (the checkout benchmark's p99). PASSIVE never waits.
+        connection.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
     }
     Ok(connection)
 }
@@ -567,7 +607,7 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let writer = sqlite_connection(path, options, true)?;
+    let mut writer = sqlite_connection(path, options, SqliteRole::Writer)?;
     let reprepares = Arc::new(AtomicU64::new(0));
     {
         let mut conn = Conn::sqlite(&writer, &reprepares);
@@ -577,7 +617,7 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     let (write_sender, write_receiver) = crossbeam_channel::unbounded::<Box<dyn WriteJob>>();
     let mut workers = Vec::new();
     for index in 0..options.sqlite_readers.max(1) {
-        let connection = sqlite_connection(path, options, false)?;
+        let connection = sqlite_connection(path, options, SqliteRole::Reader)?;
         let receiver = read_receiver.clone();
         let counter = reprepares.clone();
         workers.push(std::thread::Builder::new().name(format!("sqlite-read-{index}")).spawn(move || {
@@ -586,11 +626,7 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
             }
         })?);
     }
-    // Checkpoints run on their own connection and thread, not inside the writer's commits:
-    // an automatic checkpoint in the committing connection stalls every request waiting on
-    // that commit (the checkout benchmark's p99). PASSIVE never waits for readers or writers.
-    writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-    let checkpointer = sqlite_connection(path, options, true)?;
+    let checkpointer = sqlite_connection(path, options, SqliteRole::Checkpointer)?;
     let (checkpoint_stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
     workers.push(std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
@@ -603,9 +639,19 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
     })?);
     let writer_options = options.clone();
     let counter = reprepares.clone();
+    let writer_path = path.to_owned();
     workers.push(std::thread::Builder::new().name("sqlite-write".into()).spawn(move || {
         while let Ok(first) = write_receiver.recv() {
-            write_from(first, &write_receiver, &writer_options, &mut Conn::sqlite(&writer, &counter));
+            let bulk_ran =
+                write_from(first, &write_receiver, &writer_options, &mut Conn::sqlite(&writer, &counter));
+            if bulk_ran {
+                // A bulk unit ran with a large page cache, and the cache's hash table never
+                // shrinks: a fresh connection gives ordinary commits their small one back.
+                match sqlite_connection(&writer_path, &writer_options, SqliteRole::Writer) {
+                    Ok(fresh) => writer = fresh,
+                    Err(error) => tracing::warn!(%error, "reopening the writer after a bulk load failed"),
+                }
+            }
         }
         // Leave a tidy file behind: fold the WAL back into the database.
         let _ = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");

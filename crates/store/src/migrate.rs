@@ -22,6 +22,11 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 3, name: "loyalty", sql: include_str!("../migrations/0003_loyalty.sql") },
     Migration { version: 4, name: "analysis", sql: include_str!("../migrations/0004_analysis.sql") },
+    Migration {
+        version: 5,
+        name: "loyalty_enrolment",
+        sql: include_str!("../migrations/0005_loyalty_enrolment.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

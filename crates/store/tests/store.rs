@@ -3,7 +3,7 @@
 
 use cardcrm_store::{
     Backend, Database, DatabaseOptions, ForeignKeys, StoreError, params,
-    repo::{organisation, purchases},
+    repo::{loyalty, organisation, purchases},
     testing::TestDatabase,
 };
 
@@ -183,4 +183,101 @@ async fn foreign_keys_are_enforced_again_after_a_bulk_unit_that_checked_its_own(
     assert!(matches!(error, StoreError::ForeignKeyViolation { .. }), "{error}");
     let error = database.write_bulk(ForeignKeys::Enforced, move |conn| orphan(conn)).await.unwrap_err();
     assert!(matches!(error, StoreError::ForeignKeyViolation { .. }), "{error}");
+}
+
+/// A member row for the review test: ordinary, version 1.
+fn member_record(customer_id: i64) -> loyalty::MemberRecord {
+    loyalty::MemberRecord {
+        customer_id,
+        tier: "ordinary".into(),
+        tier_since_ms: 1,
+        review_at_ms: 1,
+        grace_until_ms: None,
+        override_tier: None,
+        override_until_ms: None,
+        override_by: None,
+        override_reason: None,
+        first_purchase_at_ms: None,
+        referred_by: None,
+        enrolled_at_ms: None,
+        version: 1,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_of_members_changed_meanwhile_are_left_out_whole() {
+    let (_test, database) = open();
+    // 100 members: more than the size at which PostgreSQL writes reviews from a staging table.
+    let members = 100_i64;
+    database
+        .write(move |conn| {
+            for id in 1..=members {
+                conn.execute(
+                    "INSERT INTO customers (id, gender, source_channel, preferences_json, status, version, created_at_ms, \
+                     updated_at_ms) VALUES ($1, 'unknown', 'import', '{}', 'active', 1, 1, 1)",
+                    params![id],
+                )?;
+                loyalty::insert_member(conn, &member_record(id))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    // Every member is upgraded to silver; every tenth was read at a version it no longer has.
+    let reviews: Vec<loyalty::MemberReview> = (1..=members)
+        .map(|id| {
+            let mut member = member_record(id);
+            member.tier = "silver".into();
+            member.review_at_ms = 2;
+            member.version = 2;
+            member.updated_at_ms = 2;
+            loyalty::MemberReview {
+                member,
+                expected_version: if id % 10 == 0 { 7 } else { 1 },
+                dates_only: false,
+                tier_changed: true,
+                history: Some(loyalty::TierChangeRecord {
+                    id: 0,
+                    customer_id: id,
+                    from_tier: Some("ordinary".into()),
+                    to_tier: "silver".into(),
+                    reason: "upgrade".into(),
+                    detail_json: "{}".into(),
+                    actor: "test".into(),
+                    created_at_ms: 2,
+                }),
+                card_tier: Some("silver".into()),
+                event: Some(loyalty::EventRecord {
+                    id: 0,
+                    kind: "tier_changed".into(),
+                    customer_id: id,
+                    due_at_ms: 2,
+                    detail_json: "{}".into(),
+                    created_at_ms: 2,
+                }),
+            }
+        })
+        .collect();
+    let stale = database.write(move |conn| loyalty::write_member_reviews(conn, &reviews)).await.unwrap();
+    assert_eq!(stale, (1..=members / 10).map(|tenth| tenth * 10).collect::<Vec<_>>());
+    let (silver, history, events, stale_touched) = database
+        .read(|conn| {
+            let count = |conn: &mut cardcrm_store::Conn<'_>, sql: &str| conn.query_one(sql, params![], |row| row.get::<i64>(0));
+            Ok::<_, StoreError>((
+                count(conn, "SELECT count(*) FROM loyalty_members WHERE tier = 'silver' AND version = 2")?,
+                count(conn, "SELECT count(*) FROM loyalty_tier_history")?,
+                count(conn, "SELECT count(*) FROM loyalty_events")?,
+                count(
+                    conn,
+                    "SELECT count(*) FROM loyalty_members m WHERE m.customer_id % 10 = 0 AND (m.tier <> 'ordinary' \
+                     OR m.version <> 1 OR EXISTS (SELECT 1 FROM loyalty_tier_history h WHERE h.customer_id = m.customer_id) \
+                     OR EXISTS (SELECT 1 FROM loyalty_events e WHERE e.customer_id = m.customer_id))",
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!((silver, history, events, stale_touched), (90, 90, 90, 0));
 }

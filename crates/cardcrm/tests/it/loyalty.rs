@@ -519,3 +519,170 @@ async fn an_annual_review_of_many_members_reviews_each_once() {
     assert_eq!(job(&app, &auth, "tiers").await["changed"], 0, "a second run changes nothing");
     verify_passes(&app);
 }
+
+/// The purposes of a member's points history, oldest first.
+async fn purposes(app: &TestApp, auth: &Auth, customer_id: i64) -> Vec<String> {
+    let history = app.get(auth, &format!("/api/v1/members/{customer_id}/points-history")).await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["purpose"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn enrolment_pays_the_signup_bonus_once_and_the_referrer_on_the_first_purchase() {
+    let (app, clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let version = app
+        .post(
+            &auth,
+            "/api/v1/loyalty/programmes",
+            json!({"effective_from": "2026-06-01T04:00:01Z", "rules": {"signup_bonus_points": 200, "referral_bonus_points": 300}}),
+        )
+        .await;
+    assert_eq!(version.status, StatusCode::CREATED, "{}", version.text);
+    clock.advance_ms(1_000);
+    let referrer = app.create_customer(&auth, json!({"name": "老会员", "phone": "13800001011"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let newcomer = app.create_customer(&auth, json!({"name": "新会员", "phone": "13800001012"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let enrolment = format!("/api/v1/members/{newcomer}/enrolment");
+    let joined = app.post_keyed(&auth, &enrolment, "enrol-0001", json!({"referred_by": referrer})).await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.text);
+    assert_eq!(
+        (
+            joined.body["signup_points"].as_i64(),
+            joined.body["balance_after"].as_i64(),
+            joined.body["referred_by"].as_i64()
+        ),
+        (Some(200), Some(200), Some(referrer)),
+        "{}",
+        joined.text
+    );
+    // The same request again answers as before; a second enrolment is refused and pays nothing.
+    let again = app.post_keyed(&auth, &enrolment, "enrol-0001", json!({"referred_by": referrer})).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["operation_id"], joined.body["operation_id"]);
+    let twice = app.post_keyed(&auth, &enrolment, "enrol-0002", json!({})).await;
+    assert_eq!(
+        (twice.status, twice.code()),
+        (StatusCode::CONFLICT, "member.already_enrolled"),
+        "{}",
+        twice.text
+    );
+    let own = format!("/api/v1/members/{referrer}/enrolment");
+    let selfish = app.post_keyed(&auth, &own, "enrol-0003", json!({"referred_by": referrer})).await;
+    // Field problems come as a list under `errors`, each with its own code.
+    let field_code =
+        |answer: &crate::support::Answer| answer.body["errors"][0]["code"].as_str().unwrap_or("").to_owned();
+    assert_eq!(
+        (selfish.status, field_code(&selfish).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "referral.self"),
+        "{}",
+        selfish.text
+    );
+    let stranger = app.post_keyed(&auth, &own, "enrol-0004", json!({"referred_by": 987_654})).await;
+    assert_eq!(
+        (stranger.status, field_code(&stranger).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "referral.unknown"),
+        "{}",
+        stranger.text
+    );
+    let view = member(&app, &auth, newcomer).await;
+    assert_eq!(
+        (view["points_balance"].as_i64(), view["referred_by"].as_i64()),
+        (Some(200), Some(referrer)),
+        "{view}"
+    );
+    assert!(view["enrolled_at"].is_string(), "{view}");
+
+    // The newcomer's first purchase pays the referrer, once.
+    let basket =
+        json!({"customer_id": newcomer, "lines": [{"amount_minor": 10_000}], "external_method": "cash"});
+    let first = checkout(&app, &auth, "referral-buy-0001", basket.clone()).await;
+    assert_eq!(first["points_earned"]["points"], 100, "{first}");
+    assert_eq!(
+        (
+            first["points_earned"]["referral"]["customer_id"].as_i64(),
+            first["points_earned"]["referral"]["points"].as_i64()
+        ),
+        (Some(referrer), Some(300)),
+        "{first}"
+    );
+    let second = checkout(&app, &auth, "referral-buy-0002", basket).await;
+    assert!(second["points_earned"]["referral"].is_null(), "{second}");
+    assert_eq!(member(&app, &auth, referrer).await["points_balance"], 300);
+    assert_eq!(member(&app, &auth, newcomer).await["points_balance"], 400);
+    assert_eq!(purposes(&app, &auth, referrer).await, ["points_referral"]);
+    assert_eq!(
+        purposes(&app, &auth, newcomer).await,
+        ["points_signup", "points_purchase", "points_purchase"]
+    );
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn a_merge_moves_points_tier_and_later_refunds_to_the_survivor() {
+    let (app, _clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let survivor = app.create_customer(&auth, json!({"name": "王芳", "phone": "13800001021"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let merged =
+        app.create_customer(&auth, json!({"name": "王芳 (微信)", "phone": "13800001022"})).await["id"]
+            .as_i64()
+            .unwrap();
+    let buy = |customer: i64, amount: i64| json!({"customer_id": customer, "lines": [{"amount_minor": amount}], "external_method": "cash"});
+    checkout(&app, &auth, "merge-buy-0001", buy(survivor, 10_000)).await;
+    // The duplicate record reaches silver on its own and pays part of a basket with points.
+    let big = checkout(&app, &auth, "merge-buy-0002", buy(merged, 200_000)).await;
+    assert_eq!(big["points_earned"]["upgraded_to"], "silver", "{big}");
+    let mut with_points = buy(merged, 10_000);
+    with_points["points_to_redeem"] = json!(500);
+    let spent = checkout(&app, &auth, "merge-buy-0003", with_points).await;
+    let earned_with_points = spent["points_earned"]["points"].as_i64().unwrap();
+    let held = member(&app, &auth, merged).await["points_balance"].as_i64().unwrap();
+    assert_eq!(held, 2_000 - 500 + earned_with_points);
+
+    let answer =
+        app.post(&auth, &format!("/api/v1/customers/{survivor}/merge"), json!({"merge_id": merged})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let loyalty = &answer.body["loyalty"];
+    assert_eq!(
+        (loyalty["points"].as_i64(), loyalty["tier"].as_str()),
+        (Some(held), Some("silver")),
+        "{loyalty}"
+    );
+    let now = member(&app, &auth, survivor).await;
+    assert_eq!(
+        (now["points_balance"].as_i64(), now["tier"].as_str(), now["window_spend_minor"].as_i64()),
+        (Some(100 + held), Some("silver"), Some(10_000 + 200_000 + 9_500)),
+        "{now}"
+    );
+    assert_eq!(member(&app, &auth, merged).await["points_balance"], 0);
+    assert_eq!(purposes(&app, &auth, survivor).await, ["points_purchase", "points_merge"]);
+
+    // Refunding the basket paid with points after the merge: the 500 points come back to the
+    // survivor, and what that basket earned is taken from the survivor.
+    let refund = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/operations/{}/refunds", spent["operation_id"]),
+            "merge-ref-0001",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{}", refund.text);
+    let points = &refund.body["detail"]["points"];
+    assert_eq!(
+        (points["returned"].as_i64(), points["clawed_back"].as_i64()),
+        (Some(500), Some(earned_with_points)),
+        "{points}"
+    );
+    assert_eq!(member(&app, &auth, survivor).await["points_balance"], 100 + held + 500 - earned_with_points);
+    assert_eq!(member(&app, &auth, merged).await["points_balance"], 0);
+    verify_passes(&app);
+}

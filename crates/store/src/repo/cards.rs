@@ -19,22 +19,29 @@ pub fn tiers(conn: &mut Conn<'_>) -> StoreResult<Vec<TierRecord>> {
         "SELECT code, name, rank, discount_bp, points_multiplier_pct, benefits_json, updated_at_ms \
          FROM card_tiers ORDER BY rank LIMIT 100",
         params![],
-        |row| {
-            Ok(TierRecord {
-                code: row.get(0)?,
-                name: row.get(1)?,
-                rank: row.get(2)?,
-                discount_bp: row.get(3)?,
-                points_multiplier_pct: row.get(4)?,
-                benefits_json: row.get(5)?,
-                updated_at_ms: row.get(6)?,
-            })
-        },
+        tier_from,
     )
 }
 
+fn tier_from(row: &Row<'_>) -> StoreResult<TierRecord> {
+    Ok(TierRecord {
+        code: row.get(0)?,
+        name: row.get(1)?,
+        rank: row.get(2)?,
+        discount_bp: row.get(3)?,
+        points_multiplier_pct: row.get(4)?,
+        benefits_json: row.get(5)?,
+        updated_at_ms: row.get(6)?,
+    })
+}
+
 pub fn tier(conn: &mut Conn<'_>, code: &str) -> StoreResult<Option<TierRecord>> {
-    Ok(tiers(conn)?.into_iter().find(|tier| tier.code == code))
+    conn.query_optional(
+        "SELECT code, name, rank, discount_bp, points_multiplier_pct, benefits_json, updated_at_ms \
+         FROM card_tiers WHERE code = $1",
+        params![code],
+        tier_from,
+    )
 }
 
 /// Changes a tier's name, discount, multiplier and benefits; false when there is no such tier.

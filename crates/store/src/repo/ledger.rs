@@ -109,6 +109,17 @@ pub fn account_ref(conn: &mut Conn<'_>, code: &str) -> StoreResult<Option<Accoun
     )
 }
 
+/// The accounts that belong to a customer rather than to a card (their points, what they
+/// owe), by code: one look-up where earning needs both.
+pub fn accounts_of_customer(conn: &mut Conn<'_>, customer_id: i64) -> StoreResult<Vec<(String, AccountRef)>> {
+    conn.query(
+        "SELECT code, id, tracks_balance FROM ledger_accounts WHERE customer_id = $1 AND customer_id IS NOT NULL \
+         ORDER BY id LIMIT 16",
+        params![customer_id],
+        |row| Ok((row.get(0)?, AccountRef { id: row.get(1)?, tracks_balance: row.get(2)? })),
+    )
+}
+
 pub fn account(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<AccountRecord>> {
     conn.query_optional(
         &format!("SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = $1"),
@@ -668,7 +679,8 @@ pub struct LedgerProblems {
     pub over_reversed_operations: Vec<i64>,
     /// Reversing transfers that do not point back to a transfer of the operation reversed,
     /// or send the value elsewhere than where it came from (a card's balance may come back
-    /// to the same balance of the card that replaced it).
+    /// to the same balance of the card that replaced it, and a merged member's points to the
+    /// member they were merged into).
     pub stray_reversals: Vec<i64>,
     /// Points accounts whose balance differs from the points their lots hold.
     pub points_lot_mismatches: Vec<i64>,
@@ -733,8 +745,11 @@ pub fn verify(conn: &mut Conn<'_>) -> StoreResult<(LedgerProblems, LedgerTotals)
              WHERE t.reverses_transfer_id IS NOT NULL AND (original.id IS NULL \
              OR r.reverses_operation_id IS NULL OR original.operation_id <> r.reverses_operation_id \
              OR original.credit_account_id <> t.debit_account_id \
-             OR (original.debit_account_id <> t.credit_account_id AND (paid_from.card_id IS NULL \
-                 OR back_to.card_id IS NULL OR paid_from.kind <> back_to.kind))) \
+             OR (original.debit_account_id <> t.credit_account_id AND paid_from.kind <> back_to.kind) \
+             OR (original.debit_account_id <> t.credit_account_id AND NOT ( \
+                 (paid_from.card_id IS NOT NULL AND back_to.card_id IS NOT NULL) \
+                 OR (paid_from.customer_id IS NOT NULL AND back_to.customer_id IS NOT NULL AND EXISTS ( \
+                     SELECT 1 FROM customers merged WHERE merged.id = paid_from.customer_id AND merged.status = 'merged'))))) \
              ORDER BY t.id",
         )?,
         points_lot_mismatches: crate::repo::loyalty::lot_mismatches(conn)?,

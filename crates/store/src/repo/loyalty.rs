@@ -70,6 +70,9 @@ pub struct MemberRecord {
     pub override_reason: Option<String>,
     pub first_purchase_at_ms: Option<i64>,
     pub referred_by: Option<i64>,
+    /// When the member joined the programme (the sign-up bonus, once); `None` for members
+    /// made by their first purchase who never enrolled.
+    pub enrolled_at_ms: Option<i64>,
     pub version: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -77,7 +80,7 @@ pub struct MemberRecord {
 
 const MEMBER_COLUMNS: &str = "m.customer_id, m.tier, m.tier_since_ms, m.review_at_ms, m.grace_until_ms, m.override_tier, \
      m.override_until_ms, m.override_by, m.override_reason, m.first_purchase_at_ms, m.referred_by, m.version, \
-     m.created_at_ms, m.updated_at_ms";
+     m.created_at_ms, m.updated_at_ms, m.enrolled_at_ms";
 
 fn member_from(row: &Row<'_>) -> StoreResult<MemberRecord> {
     Ok(MemberRecord {
@@ -95,6 +98,7 @@ fn member_from(row: &Row<'_>) -> StoreResult<MemberRecord> {
         version: row.get(11)?,
         created_at_ms: row.get(12)?,
         updated_at_ms: row.get(13)?,
+        enrolled_at_ms: row.get(14)?,
     })
 }
 
@@ -110,7 +114,7 @@ pub fn insert_member(conn: &mut Conn<'_>, member: &MemberRecord) -> StoreResult<
     conn.execute(
         "INSERT INTO loyalty_members (customer_id, tier, tier_since_ms, review_at_ms, grace_until_ms, override_tier, \
          override_until_ms, override_by, override_reason, first_purchase_at_ms, referred_by, version, created_at_ms, \
-         updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         updated_at_ms, enrolled_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         params![
             member.customer_id,
             &member.tier,
@@ -125,7 +129,8 @@ pub fn insert_member(conn: &mut Conn<'_>, member: &MemberRecord) -> StoreResult<
             member.referred_by,
             member.version,
             member.created_at_ms,
-            member.updated_at_ms
+            member.updated_at_ms,
+            member.enrolled_at_ms
         ],
     )?;
     Ok(())
@@ -136,7 +141,8 @@ pub fn update_member(conn: &mut Conn<'_>, member: &MemberRecord, expected_versio
     let changed = conn.execute(
         "UPDATE loyalty_members SET tier = $2, tier_since_ms = $3, review_at_ms = $4, grace_until_ms = $5, \
          override_tier = $6, override_until_ms = $7, override_by = $8, override_reason = $9, first_purchase_at_ms = $10, \
-         referred_by = $11, version = $12, updated_at_ms = $13 WHERE customer_id = $1 AND version = $14",
+         referred_by = $11, version = $12, updated_at_ms = $13, enrolled_at_ms = $15 \
+         WHERE customer_id = $1 AND version = $14",
         params![
             member.customer_id,
             &member.tier,
@@ -151,7 +157,8 @@ pub fn update_member(conn: &mut Conn<'_>, member: &MemberRecord, expected_versio
             member.referred_by,
             member.version,
             member.updated_at_ms,
-            expected_version
+            expected_version,
+            member.enrolled_at_ms
         ],
     )?;
     Ok(changed == 1)
@@ -214,7 +221,7 @@ pub fn write_member_reviews(conn: &mut Conn<'_>, reviews: &[MemberReview]) -> St
     Ok(stale)
 }
 
-const REVIEW_STAGING_COLUMNS: [&str; 24] = [
+const REVIEW_STAGING_COLUMNS: [&str; 23] = [
     "customer_id",
     "expected_version",
     "tier",
@@ -238,7 +245,6 @@ const REVIEW_STAGING_COLUMNS: [&str; 24] = [
     "event_due_ms",
     "event_detail",
     "event_at_ms",
-    "applied",
 ];
 
 /// PostgreSQL: the reviews are copied into a session table, then each table is written by
@@ -250,7 +256,7 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
          grace_until_ms BIGINT, override_tier TEXT, override_until_ms BIGINT, override_by TEXT, override_reason TEXT, \
          version BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, history_from TEXT, history_to TEXT, history_reason TEXT, \
          history_detail TEXT, history_actor TEXT, history_at_ms BIGINT, card_tier TEXT, event_kind TEXT, event_due_ms BIGINT, \
-         event_detail TEXT, event_at_ms BIGINT, applied BIGINT NOT NULL) ON COMMIT DELETE ROWS",
+         event_detail TEXT, event_at_ms BIGINT) ON COMMIT DELETE ROWS",
     )?;
     conn.batch("TRUNCATE staging_member_reviews")?;
     let rows: Vec<Vec<Value<'_>>> = reviews
@@ -283,7 +289,6 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
                 event.map(|event| event.due_at_ms).into(),
                 event.map(|event| event.detail_json.as_str()).into(),
                 event.map(|event| event.created_at_ms).into(),
-                0_i64.into(),
             ]
         })
         .collect();
@@ -292,30 +297,39 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
     // planner joins it to whole tables.
     let ids = reviews.iter().map(|review| review.member.customer_id);
     let (first, last) = (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0));
-    conn.execute(
-        "WITH done AS (UPDATE loyalty_members m SET tier = s.tier, tier_since_ms = s.tier_since_ms, \
-         review_at_ms = s.review_at_ms, grace_until_ms = s.grace_until_ms, override_tier = s.override_tier, \
-         override_until_ms = s.override_until_ms, override_by = s.override_by, override_reason = s.override_reason, \
-         version = s.version, updated_at_ms = s.updated_at_ms FROM staging_member_reviews s \
-         WHERE m.customer_id = s.customer_id AND m.version = s.expected_version \
-         AND m.customer_id >= $1 AND m.customer_id <= $2 RETURNING m.customer_id) \
-         UPDATE staging_member_reviews s SET applied = 1 FROM done WHERE s.customer_id = done.customer_id",
-        params![first, last],
-    )?;
-    let stale = conn.query(
-        "SELECT customer_id FROM staging_member_reviews WHERE applied = 0 ORDER BY customer_id",
-        params![],
-        |row| row.get(0),
-    )?;
+    // The ids written come back; the rest changed meanwhile and leave the staging table, so
+    // that the statements after this one see only what was applied.
+    let applied: std::collections::HashSet<i64> = conn
+        .query(
+            "UPDATE loyalty_members m SET tier = s.tier, tier_since_ms = s.tier_since_ms, \
+             review_at_ms = s.review_at_ms, grace_until_ms = s.grace_until_ms, override_tier = s.override_tier, \
+             override_until_ms = s.override_until_ms, override_by = s.override_by, override_reason = s.override_reason, \
+             version = s.version, updated_at_ms = s.updated_at_ms FROM staging_member_reviews s \
+             WHERE m.customer_id = s.customer_id AND m.version = s.expected_version \
+             AND m.customer_id >= $1 AND m.customer_id <= $2 RETURNING m.customer_id",
+            params![first, last],
+            |row| row.get(0),
+        )?
+        .into_iter()
+        .collect();
+    let mut stale: Vec<i64> = reviews
+        .iter()
+        .map(|review| review.member.customer_id)
+        .filter(|customer_id| !applied.contains(customer_id))
+        .collect();
+    stale.sort_unstable();
+    for customer_id in &stale {
+        conn.execute("DELETE FROM staging_member_reviews WHERE customer_id = $1", params![*customer_id])?;
+    }
     conn.execute(
         "INSERT INTO loyalty_tier_history (customer_id, from_tier, to_tier, reason, detail_json, actor, created_at_ms) \
          SELECT customer_id, history_from, history_to, history_reason, history_detail, history_actor, history_at_ms \
-         FROM staging_member_reviews WHERE applied = 1 AND history_reason IS NOT NULL ORDER BY customer_id",
+         FROM staging_member_reviews WHERE history_reason IS NOT NULL ORDER BY customer_id",
         params![],
     )?;
     conn.execute(
         "UPDATE cards SET tier = s.card_tier, version = cards.version + 1, updated_at_ms = s.updated_at_ms \
-         FROM staging_member_reviews s WHERE s.applied = 1 AND s.card_tier IS NOT NULL AND cards.customer_id = s.customer_id \
+         FROM staging_member_reviews s WHERE s.card_tier IS NOT NULL AND cards.customer_id = s.customer_id \
          AND cards.tier <> s.card_tier AND cards.status NOT IN ('closed', 'replaced') \
          AND cards.customer_id >= $1 AND cards.customer_id <= $2",
         params![first, last],
@@ -323,7 +337,7 @@ fn write_member_reviews_staged(conn: &mut Conn<'_>, reviews: &[MemberReview]) ->
     conn.execute(
         "INSERT INTO loyalty_events (kind, customer_id, due_at_ms, detail_json, created_at_ms) \
          SELECT event_kind, customer_id, event_due_ms, event_detail, event_at_ms FROM staging_member_reviews \
-         WHERE applied = 1 AND event_kind IS NOT NULL ORDER BY customer_id ON CONFLICT (kind, customer_id, due_at_ms) DO NOTHING",
+         WHERE event_kind IS NOT NULL ORDER BY customer_id ON CONFLICT (kind, customer_id, due_at_ms) DO NOTHING",
         params![],
     )?;
     conn.batch("TRUNCATE staging_member_reviews")?;
@@ -392,10 +406,69 @@ pub fn members_with_standing(
         |row| {
             Ok((
                 member_from(row)?,
-                Standing { spend_minor: row.get(14)?, visits: row.get(15)?, points: row.get(16)? },
+                Standing { spend_minor: row.get(15)?, visits: row.get(16)?, points: row.get(17)? },
             ))
         },
     )
+}
+
+/// Moves a merged customer's monthly activity onto the survivor (months both have are added
+/// up). Returns the months moved.
+pub fn move_activity(conn: &mut Conn<'_>, from_customer: i64, to_customer: i64) -> StoreResult<u64> {
+    let months = conn.execute(
+        "INSERT INTO loyalty_activity (customer_id, month_index, spend_minor, visits, points_earned) \
+         SELECT CAST($2 AS BIGINT), month_index, spend_minor, visits, points_earned FROM loyalty_activity \
+         WHERE customer_id = $1 ON CONFLICT (customer_id, month_index) DO UPDATE SET \
+         spend_minor = loyalty_activity.spend_minor + excluded.spend_minor, \
+         visits = loyalty_activity.visits + excluded.visits, \
+         points_earned = loyalty_activity.points_earned + excluded.points_earned",
+        params![from_customer, to_customer],
+    )?;
+    conn.execute("DELETE FROM loyalty_activity WHERE customer_id = $1", params![from_customer])?;
+    Ok(months)
+}
+
+/// What a merge moved of a customer's loyalty records besides points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoyaltyReassigned {
+    pub coupons: u64,
+    pub mall_orders: u64,
+    pub events: u64,
+    /// Members who named the merged customer as their referrer.
+    pub referrals: u64,
+}
+
+/// Gives a merged customer's coupons, mall orders and pending events to the survivor, points
+/// referrals at them to the survivor, and drops the merged member row (its tier state was
+/// carried over by the caller).
+pub fn reassign_loyalty(
+    conn: &mut Conn<'_>,
+    from_customer: i64,
+    to_customer: i64,
+) -> StoreResult<LoyaltyReassigned> {
+    let coupons = conn.execute(
+        "UPDATE coupons SET customer_id = $2 WHERE customer_id = $1",
+        params![from_customer, to_customer],
+    )?;
+    let mall_orders = conn.execute(
+        "UPDATE mall_orders SET customer_id = $2 WHERE customer_id = $1",
+        params![from_customer, to_customer],
+    )?;
+    let events = conn.execute(
+        "UPDATE loyalty_events SET customer_id = $2 WHERE customer_id = $1 AND NOT EXISTS (SELECT 1 FROM loyalty_events e \
+         WHERE e.kind = loyalty_events.kind AND e.customer_id = $2 AND e.due_at_ms = loyalty_events.due_at_ms)",
+        params![from_customer, to_customer],
+    )?;
+    conn.execute(
+        "UPDATE loyalty_members SET referred_by = NULL WHERE customer_id = $2 AND referred_by = $1",
+        params![from_customer, to_customer],
+    )?;
+    let referrals = conn.execute(
+        "UPDATE loyalty_members SET referred_by = $2 WHERE referred_by = $1",
+        params![from_customer, to_customer],
+    )?;
+    conn.execute("DELETE FROM loyalty_members WHERE customer_id = $1", params![from_customer])?;
+    Ok(LoyaltyReassigned { coupons, mall_orders, events, referrals })
 }
 
 /// Adds to a member's month of activity.
@@ -543,10 +616,19 @@ pub fn lots_of(conn: &mut Conn<'_>, customer_id: i64, all: bool, limit: i64) -> 
     )
 }
 
-pub fn lots_of_operation(conn: &mut Conn<'_>, operation_id: i64) -> StoreResult<Vec<LotRecord>> {
+/// The lots `operation_id` made for a member. Found through the member's lots (there is no
+/// index on the operation: every earning would write one more index page for the sake of
+/// refunds, which are rare and know their member).
+pub fn lots_of_operation(
+    conn: &mut Conn<'_>,
+    customer_id: i64,
+    operation_id: i64,
+) -> StoreResult<Vec<LotRecord>> {
     conn.query(
-        &format!("SELECT {LOT_COLUMNS} FROM points_lots WHERE operation_id = $1 ORDER BY id"),
-        params![operation_id],
+        &format!(
+            "SELECT {LOT_COLUMNS} FROM points_lots WHERE customer_id = $1 AND operation_id = $2 ORDER BY id"
+        ),
+        params![customer_id, operation_id],
         lot_from,
     )
 }
@@ -618,6 +700,15 @@ pub fn purchase_points_since(conn: &mut Conn<'_>, customer_id: i64, since_ms: i6
     )
 }
 
+/// Points a member's lots still hold.
+pub fn points_remaining_of(conn: &mut Conn<'_>, customer_id: i64) -> StoreResult<i64> {
+    conn.query_one(
+        "SELECT CAST(coalesce(sum(points_remaining), 0) AS BIGINT) FROM points_lots WHERE customer_id = $1",
+        params![customer_id],
+        |row| row.get(0),
+    )
+}
+
 /// Whether the member has earned from a purchase before.
 pub fn has_purchase_lot(conn: &mut Conn<'_>, customer_id: i64) -> StoreResult<bool> {
     Ok(conn
@@ -671,7 +762,7 @@ pub fn expire_lots(
         &format!(
             "INSERT INTO ledger_transfers (operation_id, debit_account_id, credit_account_id, amount_minor, asset, purpose, \
              reverses_transfer_id, created_at_ms) SELECT $4, account_id, $5, sum(points_remaining), $6, 'points_expire', NULL, $3 \
-             FROM points_lots WHERE {scope} GROUP BY account_id"
+             FROM points_lots WHERE {scope} GROUP BY account_id ORDER BY account_id"
         ),
         params![from_customer, to_customer, now_ms, operation_id, breakage_account_id, asset],
     )?;

@@ -8,10 +8,10 @@ use cardcrm_domain::limits::PageSize;
 use cardcrm_service::{
     ServiceError,
     loyalty::{
-        EventView, JobReport, LiabilityView, LotView, MemberView, PartnerExchangeInput, PartnerExchangeView,
-        PartnerInput, PartnerView, PointsLine, PointsMoveView, PointsReversalView, PointsTransferInput,
-        ProgrammeInput, ProgrammeView, SaleInput, SaleRefundInput, SaleView, SimulateInput, SimulateView,
-        TierChangeView, TierOverrideInput,
+        EnrolmentInput, EnrolmentView, EventView, JobReport, LiabilityView, LotView, MemberView,
+        PartnerExchangeInput, PartnerExchangeView, PartnerInput, PartnerView, PointsLine, PointsMoveView,
+        PointsReversalView, PointsTransferInput, ProgrammeInput, ProgrammeView, SaleInput, SaleRefundInput,
+        SaleView, SimulateInput, SimulateView, TierChangeView, TierOverrideInput,
     },
     perm,
     rewards::{
@@ -141,6 +141,21 @@ pub async fn tier_override(
     ApiJson(input): ApiJson<TierOverrideInput>,
 ) -> ApiResult<Json<MemberView>> {
     Ok(Json(state.services.override_tier(need.access(), id, input).await?))
+}
+
+/// Enrols a customer in the programme 入会: the sign-up bonus once, and who referred them
+/// (that member earns the referral bonus on this one's first purchase).
+#[utoipa::path(post, path = "/api/v1/members/{id}/enrolment", tag = "loyalty", request_body = EnrolmentInput,
+    params(("id" = i64, Path, description = "Customer id"), ("Idempotency-Key" = String, Header, description = "8-128 of A-Z a-z 0-9 - _ . :")),
+    responses((status = 201, description = "Enrolled (or the stored answer of a repeat)", body = EnrolmentView), Errors), security(("session" = []), ("token" = [])))]
+pub async fn enrol_member(
+    State(state): State<AppState>,
+    need: Need<perm::LoyaltyWrite>,
+    Idempotency(key): Idempotency,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<EnrolmentInput>,
+) -> ApiResult<Response> {
+    Ok(keyed(state.services.enrol_member(need.access(), key, id, input).await?))
 }
 
 /// Gives points to another member (family), within the daily limit; expiry is kept.
