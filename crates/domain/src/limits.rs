@@ -21,6 +21,9 @@ pub const PAGE_SIZE_MAX: u32 = 200;
 pub const PURCHASE_AMOUNT_MINOR_MAX: i64 = 10_000_000_000;
 /// Longest detail of a behaviour event, in bytes of JSON.
 pub const EVENT_DETAIL_BYTES_MAX: usize = 4_096;
+/// Most members in one unit of work of a loyalty job (expiry, tier review). A unit holds its
+/// rows in memory and its transaction open while it runs.
+pub const JOB_BLOCK_MEMBERS_MAX: i64 = 100_000;
 /// Staff usernames and passwords.
 pub const USERNAME_LENGTH_MAX: usize = 64;
 pub const PASSWORD_LENGTH_MIN: usize = 10;

@@ -74,6 +74,11 @@ pub struct DatabaseSettings {
     /// their row locks until the last is done, so unrelated payments wait on each other and
     /// deadlock across connections.
     pub postgres_write_batch_max: usize,
+    /// Members per unit of work of a loyalty job (expiry, tier review); at most 100,000.
+    pub job_block_members: i64,
+    /// Blocks of a loyalty job (expiry, tier review) run at once on PostgreSQL, each on a
+    /// connection of its own (at most `postgres_connections`). SQLite has one writer.
+    pub postgres_job_parallelism: usize,
     /// How long a commit waits for more writes to join it.
     pub write_linger_ms: u64,
     /// Page cache of each SQLite reader (and of a bulk load).
@@ -189,6 +194,8 @@ impl Default for DatabaseSettings {
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
             sqlite_writer_cache_mib: 8,
+            postgres_job_parallelism: 2,
+            job_block_members: 20_000,
             sqlite_mmap_mib: 1024,
         }
     }
@@ -312,6 +319,9 @@ impl Settings {
             ("http.concurrency_limit", self.http.concurrency_limit as i64),
             ("database.write_batch_max", self.database.write_batch_max as i64),
             ("database.postgres_write_batch_max", self.database.postgres_write_batch_max as i64),
+            ("database.postgres_job_parallelism", self.database.postgres_job_parallelism as i64),
+            ("database.job_block_members", self.database.job_block_members),
+            ("database.sqlite_writer_cache_mib", self.database.sqlite_writer_cache_mib),
             ("import.batch_rows", self.import.batch_rows as i64),
             ("security.login_failures_max", self.security.login_failures_max),
             ("security.session_ttl_minutes", self.security.session_ttl_minutes),
@@ -320,6 +330,12 @@ impl Settings {
             if value <= 0 {
                 return Err(ServiceError::Config(format!("{name} must be positive")));
             }
+        }
+        let block_max = cardcrm_domain::limits::JOB_BLOCK_MEMBERS_MAX;
+        if self.database.job_block_members > block_max {
+            return Err(ServiceError::Config(format!(
+                "database.job_block_members must be at most {block_max}"
+            )));
         }
         Ok(())
     }

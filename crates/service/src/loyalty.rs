@@ -48,8 +48,6 @@ use crate::{
 
 /// Most lots a member's points are read from in one operation.
 const LOTS_READ_MAX: i64 = 10_000;
-/// Members per unit of work of the tier recompute and of the expiry job.
-pub const JOB_CHUNK_MEMBERS: i64 = 20_000;
 
 /// Milliseconds since the epoch of a timestamp (saturating).
 fn ms(at: Timestamp) -> i64 {
@@ -2487,7 +2485,27 @@ impl Services {
         Ok(report)
     }
 
-    /// Moves every point past its expiry to breakage, one unit of work per block of members.
+    /// How many blocks of a loyalty job run at once: one on SQLite (one writer), up to
+    /// `database.postgres_job_parallelism` on PostgreSQL, each block on its own connection.
+    fn job_parallelism(&self) -> usize {
+        match self.database().backend() {
+            cardcrm_store::Backend::Sqlite => 1,
+            cardcrm_store::Backend::Postgres => self
+                .settings()
+                .database
+                .postgres_job_parallelism
+                .clamp(1, self.settings().database.postgres_connections.max(1)),
+        }
+    }
+
+    /// Members per unit of work of the loyalty jobs (a block of ids for the expiry, a page
+    /// for the tier review).
+    fn job_block_members(&self) -> i64 {
+        self.settings().database.job_block_members.clamp(1, cardcrm_domain::limits::JOB_BLOCK_MEMBERS_MAX)
+    }
+
+    /// Moves every point past its expiry to breakage, one unit of work per block of members
+    /// (several blocks at once on PostgreSQL).
     pub async fn expire_points(&self) -> ServiceResult<JobReport> {
         let now_ms = self.now_ms();
         let mut report = JobReport { job: "expire".into(), ..JobReport::default() };
@@ -2496,50 +2514,23 @@ impl Services {
         else {
             return Ok(report);
         };
+        let parallel = self.job_parallelism();
+        let block = self.job_block_members();
+        let mut running = std::collections::VecDeque::new();
         let mut from = low;
-        while from <= high {
-            let to = from + JOB_CHUNK_MEMBERS;
-            let (accounts, points) = self
-                .database()
-                .write(move |conn| {
-                    let due = repo::expiring_points(conn, from, to, now_ms)?;
-                    if due == 0 {
-                        return Ok((0, 0));
-                    }
-                    let operation = OperationRecord {
-                        id: 0,
-                        kind: "points_expiry".into(),
-                        card_id: None,
-                        customer_id: None,
-                        store_id: None,
-                        reverses_operation_id: None,
-                        amount_minor: due,
-                        asset: POINTS_ASSET.into(),
-                        payment_method: None,
-                        detail_json: serde_json::json!({"customers_from": from, "customers_to": to})
-                            .to_string(),
-                        actor_kind: "system".into(),
-                        actor_id: None,
-                        actor_name: "points expiry".into(),
-                        source_ip: None,
-                        request_id: None,
-                        occurred_at_ms: now_ms,
-                    };
-                    let operation_id = ledger_repo::insert_operation(conn, &operation)?;
-                    let breakage = system_account(conn, "breakage", POINTS_ASSET, now_ms)?;
-                    let (accounts, points) =
-                        repo::expire_lots(conn, from, to, now_ms, operation_id, breakage.id, POINTS_ASSET)?;
-                    if points != due {
-                        return Err(ServiceError::Store(StoreError::Invariant(format!(
-                            "expiry moved {points} points of {due}"
-                        ))));
-                    }
-                    Ok((accounts as i64, points))
-                })
-                .await?;
+        while from <= high || !running.is_empty() {
+            if from <= high && running.len() < parallel {
+                let to = from + block;
+                running.push_back(tokio::spawn(expire_block(self.database().clone(), from, to, now_ms)));
+                from = to;
+                continue;
+            }
+            let Some(oldest) = running.pop_front() else { break };
+            let (accounts, points) = oldest.await.map_err(|error| {
+                ServiceError::Store(StoreError::Invariant(format!("an expiry block stopped: {error}")))
+            })??;
             report.members += accounts;
             report.points += points;
-            from = to;
         }
         Ok(report)
     }
@@ -2582,83 +2573,147 @@ impl Services {
                 )
             })
             .await?;
+        let block = self.job_block_members();
         let read_page = |after: i64| {
             self.database().read(move |conn| {
-                ServiceResult::Ok(repo::members_with_standing(conn, after, JOB_CHUNK_MEMBERS, from_month)?)
+                ServiceResult::Ok(repo::members_with_standing(conn, after, block, from_month)?)
             })
         };
+        // Pages are written while the next is read; on PostgreSQL several pages are written
+        // at once, each on its own connection.
+        let parallel = self.job_parallelism();
+        let mut running = std::collections::VecDeque::new();
         let mut page = read_page(0).await?;
         while !page.is_empty() {
             let seen = page.len() as i64;
             let last = page.last().map_or(i64::MAX, |(member, _)| member.customer_id);
-            let more = seen == JOB_CHUNK_MEMBERS;
+            let more = seen == block;
             let zone = zone.clone();
-            let write = self.database().write(move |conn| {
-                let programme = programme_at(conn, now_ms)?;
-                let due = |member: &MemberRecord, standing: &repo::Standing| {
-                    member.review_at_ms <= now_ms
-                        || member.override_until_ms.is_some_and(|until| until <= now_ms)
-                        || programme.tier(&member.tier).is_none_or(|tier| {
-                            programme
-                                .qualified_tier(TierStanding {
-                                    spend_minor: standing.spend_minor,
-                                    visits: standing.visits,
-                                    points: standing.points,
+            let database = self.database().clone();
+            let write = async move {
+                database
+                    .write(move |conn| {
+                        let programme = programme_at(conn, now_ms)?;
+                        let due = |member: &MemberRecord, standing: &repo::Standing| {
+                            member.review_at_ms <= now_ms
+                                || member.override_until_ms.is_some_and(|until| until <= now_ms)
+                                || programme.tier(&member.tier).is_none_or(|tier| {
+                                    programme
+                                        .qualified_tier(TierStanding {
+                                            spend_minor: standing.spend_minor,
+                                            visits: standing.visits,
+                                            points: standing.points,
+                                        })
+                                        .is_some_and(|qualified| qualified.rank > tier.rank)
                                 })
-                                .is_some_and(|qualified| qualified.rank > tier.rank)
-                        })
-                };
-                let reviews: Vec<repo::MemberReview> = page
-                    .iter()
-                    .filter(|(member, standing)| due(member, standing))
-                    .filter_map(|(member, standing)| {
-                        decide_review(
-                            &programme,
-                            member.clone(),
-                            *standing,
-                            now_ms,
-                            &zone,
-                            "tier review",
-                            false,
-                        )
-                    })
-                    .collect();
-                let stale = repo::write_member_reviews(conn, &reviews)?;
-                let mut changed = reviews
-                    .iter()
-                    .filter(|review| review.tier_changed && !stale.contains(&review.member.customer_id))
-                    .count() as i64;
-                // Changed since the page was read (a purchase, an override): reviewed as it is now.
-                for customer_id in stale {
-                    if let Some(fresh) = repo::member(conn, customer_id)? {
-                        let standing = repo::standing(conn, customer_id, from_month)?;
-                        if due(&fresh, &standing)
-                            && apply_review(
-                                conn,
-                                &programme,
-                                fresh,
-                                standing,
-                                now_ms,
-                                &zone,
-                                "tier review",
-                                false,
-                            )?
-                            .is_some()
-                        {
-                            changed += 1;
+                        };
+                        let reviews: Vec<repo::MemberReview> = page
+                            .iter()
+                            .filter(|(member, standing)| due(member, standing))
+                            .filter_map(|(member, standing)| {
+                                decide_review(
+                                    &programme,
+                                    member.clone(),
+                                    *standing,
+                                    now_ms,
+                                    &zone,
+                                    "tier review",
+                                    false,
+                                )
+                            })
+                            .collect();
+                        let stale = repo::write_member_reviews(conn, &reviews)?;
+                        let mut changed = reviews
+                            .iter()
+                            .filter(|review| {
+                                review.tier_changed && !stale.contains(&review.member.customer_id)
+                            })
+                            .count() as i64;
+                        // Changed since the page was read (a purchase, an override): reviewed as it is now.
+                        for customer_id in stale {
+                            if let Some(fresh) = repo::member(conn, customer_id)? {
+                                let standing = repo::standing(conn, customer_id, from_month)?;
+                                if due(&fresh, &standing)
+                                    && apply_review(
+                                        conn,
+                                        &programme,
+                                        fresh,
+                                        standing,
+                                        now_ms,
+                                        &zone,
+                                        "tier review",
+                                        false,
+                                    )?
+                                    .is_some()
+                                {
+                                    changed += 1;
+                                }
+                            }
                         }
-                    }
-                }
-                ServiceResult::Ok(changed)
-            });
-            let next = async { if more { read_page(last).await } else { Ok(Vec::new()) } };
-            let (changed, next) = tokio::join!(write, next);
+                        ServiceResult::Ok(changed)
+                    })
+                    .await
+            };
+            running.push_back(tokio::spawn(write));
             report.members += seen;
-            report.changed += changed?;
-            page = next?;
+            let next = if more { read_page(last).await? } else { Vec::new() };
+            while running.len() >= parallel || (next.is_empty() && !running.is_empty()) {
+                let Some(oldest) = running.pop_front() else { break };
+                report.changed += oldest.await.map_err(|error| {
+                    ServiceError::Store(StoreError::Invariant(format!("a tier review page stopped: {error}")))
+                })??;
+            }
+            page = next;
         }
         Ok(report)
     }
+}
+
+/// Expires the points of members with ids in `[from, to)` that are past their date: one
+/// operation, one transfer per member account to breakage, the lots emptied. Returns
+/// (accounts, points).
+async fn expire_block(
+    database: cardcrm_store::Database,
+    from: i64,
+    to: i64,
+    now_ms: i64,
+) -> ServiceResult<(i64, i64)> {
+    database
+        .write(move |conn| {
+            let due = repo::expiring_points(conn, from, to, now_ms)?;
+            if due == 0 {
+                return Ok((0, 0));
+            }
+            let operation = OperationRecord {
+                id: 0,
+                kind: "points_expiry".into(),
+                card_id: None,
+                customer_id: None,
+                store_id: None,
+                reverses_operation_id: None,
+                amount_minor: due,
+                asset: POINTS_ASSET.into(),
+                payment_method: None,
+                detail_json: serde_json::json!({"customers_from": from, "customers_to": to}).to_string(),
+                actor_kind: "system".into(),
+                actor_id: None,
+                actor_name: "points expiry".into(),
+                source_ip: None,
+                request_id: None,
+                occurred_at_ms: now_ms,
+            };
+            let operation_id = ledger_repo::insert_operation(conn, &operation)?;
+            let breakage = system_account(conn, "breakage", POINTS_ASSET, now_ms)?;
+            let (accounts, points) =
+                repo::expire_lots(conn, from, to, now_ms, operation_id, breakage.id, POINTS_ASSET)?;
+            if points != due {
+                return Err(ServiceError::Store(StoreError::Invariant(format!(
+                    "expiry moved {points} points of {due}"
+                ))));
+            }
+            Ok((accounts as i64, points))
+        })
+        .await
 }
 
 fn member_view(

@@ -449,7 +449,14 @@ async fn the_command_line_runs_the_jobs_once() {
 #[tokio::test]
 async fn an_annual_review_of_many_members_reviews_each_once() {
     const MEMBERS: usize = 130;
-    let (app, clock, auth) = app_at("2026-01-10T04:00:00Z").await;
+    // Units of 70 members: the jobs take two, written at once on PostgreSQL (the first from a
+    // staging table, the second row by row).
+    let clock = Arc::new(ManualClock::new("2026-01-10T04:00:00Z".parse::<Timestamp>().unwrap()));
+    let app =
+        crate::support::spawn_app_at_with(clock.clone(), |settings| settings.database.job_block_members = 70)
+            .await;
+    let password = app.add_staff("boss", "admin", None).await;
+    let auth = app.login("boss", &password).await;
     crate::support::stored_value_product(&app, &auth, "REVIEW", json!({})).await;
     let (card, first, _) = crate::support::issue_card(&app, &auth, "REVIEW", "13900000000").await;
     let mut ids = vec![first];
@@ -517,6 +524,18 @@ async fn an_annual_review_of_many_members_reviews_each_once() {
         history.body.as_array().unwrap().iter().map(|change| change["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["downgrade", "grace", "upgrade"]);
     assert_eq!(job(&app, &auth, "tiers").await["changed"], 0, "a second run changes nothing");
+
+    // At the end of 2027 (Shanghai) everything earned in 2026 expires, block by block.
+    clock.set("2028-01-01T00:00:00Z".parse().unwrap());
+    let auth = relogin(&app).await;
+    let report = job(&app, &auth, "expire").await;
+    let earned = (MEMBERS as i64 / 2) * (2_000 + 100);
+    assert_eq!(
+        (report["members"].as_i64(), report["points"].as_i64()),
+        (Some(MEMBERS as i64), Some(earned)),
+        "{report}"
+    );
+    assert_eq!(job(&app, &auth, "expire").await["points"], 0);
     verify_passes(&app);
 }
 

@@ -54,9 +54,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// An app whose clock stands still until the test moves it.
 pub async fn spawn_app_at(clock: Arc<cardcrm_service::clock::ManualClock>) -> TestApp {
+    spawn_app_at_with(clock, |_| {}).await
+}
+
+/// The same, with settings adjusted.
+pub async fn spawn_app_at_with(
+    clock: Arc<cardcrm_service::clock::ManualClock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let database = TestDatabase::create().expect("test database");
-    let settings = test_settings(data_dir.path(), &database);
+    let mut settings = test_settings(data_dir.path(), &database);
+    adjust(&mut settings);
     let keys = KeyMaterial::generate();
     cardcrm_service::config::write_key_file(&data_dir.path().join("keys.toml"), &keys).expect("key file");
     serve_with_clock(settings, &keys, Arc::new(database), Arc::new(data_dir), clock).await
