@@ -85,6 +85,8 @@ pub struct DatabaseSettings {
     pub sqlite_cache_mib: i64,
     /// Page cache of the SQLite writer: small, because SQLite walks all of it at every commit.
     pub sqlite_writer_cache_mib: i64,
+    /// How often SQLite's WAL is folded back into the database file, by a thread of its own.
+    pub sqlite_checkpoint_interval_ms: u64,
     /// How much of the SQLite file each connection maps into memory (0 turns mapping off).
     pub sqlite_mmap_mib: i64,
 }
@@ -194,6 +196,7 @@ impl Default for DatabaseSettings {
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
             sqlite_writer_cache_mib: 8,
+            sqlite_checkpoint_interval_ms: 250,
             postgres_job_parallelism: 2,
             job_block_members: 20_000,
             sqlite_mmap_mib: 1024,
@@ -363,6 +366,9 @@ impl Settings {
             write_linger: Duration::from_millis(self.database.write_linger_ms),
             sqlite_cache_kib: self.database.sqlite_cache_mib.max(1) * 1024,
             sqlite_writer_cache_kib: self.database.sqlite_writer_cache_mib.max(1) * 1024,
+            sqlite_checkpoint_interval: Duration::from_millis(
+                self.database.sqlite_checkpoint_interval_ms.max(10),
+            ),
             sqlite_mmap_bytes: self.database.sqlite_mmap_mib.max(0) << 20,
         }
     }

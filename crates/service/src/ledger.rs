@@ -964,13 +964,14 @@ impl Services {
                     )?;
                 }
                 if let Some(customer_id) = original.customer_id {
-                    cardcrm_store::repo::loyalty::add_activity(
+                    let whole = refunded_after >= original.amount_minor;
+                    crate::loyalty::take_back_activity(
                         conn,
                         customer_id,
-                        crate::loyalty::month_index(now_ms, &context.zone),
-                        -total,
-                        0,
-                        0,
+                        total,
+                        whole,
+                        now_ms,
+                        &context.zone,
                     )?;
                 }
                 // A checkout refunded in full gives its coupons back.

@@ -478,6 +478,22 @@ pub(crate) fn points_holder(conn: &mut Conn<'_>, customer_id: i64) -> ServiceRes
     Ok(current)
 }
 
+/// Takes a refund out of the tier activity of whoever holds the customer's points now: the
+/// amount from this month's spend, and the visit too when the purchase is refunded whole.
+pub(crate) fn take_back_activity(
+    conn: &mut Conn<'_>,
+    customer_id: i64,
+    refunded_minor: i64,
+    whole: bool,
+    now_ms: i64,
+    zone: &TimeZone,
+) -> ServiceResult<()> {
+    let holder = points_holder(conn, customer_id)?;
+    let visits = if whole { -1 } else { 0 };
+    repo::add_activity(conn, holder, month_index(now_ms, zone), -refunded_minor, visits, 0)?;
+    Ok(())
+}
+
 /// What a customer merge did to the loyalty programme.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MergedLoyalty {
@@ -1948,7 +1964,8 @@ impl Services {
             if let Some(plan) = &plan {
                 apply_points_reversal(conn, &original, refund_id, plan, &context, now_ms)?;
             }
-            repo::add_activity(conn, customer_id, month_index(now_ms, &context.zone), -amount, 0, 0)?;
+            let whole = refunded_before + amount >= original.amount_minor;
+            take_back_activity(conn, customer_id, amount, whole, now_ms, &context.zone)?;
             crate::checkout::record_refund_purchases(conn, &original, refund_id, amount, now_ms)?;
             Ok(Decision::Done { value: PointsReversalView { operation_id: refund_id, reverses_operation_id: operation_id, amount_minor: amount, points }, operation_id: Some(refund_id) })
         })

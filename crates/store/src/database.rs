@@ -52,6 +52,8 @@ pub struct DatabaseOptions {
     /// which with 64 MiB cost a tenth of the writer's time. The writer reads unchanged pages
     /// through the memory map instead, as readers do.
     pub sqlite_writer_cache_kib: i64,
+    /// How often the checkpointer folds the WAL back into the database file.
+    pub sqlite_checkpoint_interval: Duration,
     /// How much of the SQLite file readers map into memory, in bytes (0: read with system
     /// calls). Mapped reads skip a copy and a system call per page.
     pub sqlite_mmap_bytes: i64,
@@ -67,6 +69,7 @@ impl Default for DatabaseOptions {
             write_linger: Duration::ZERO,
             sqlite_cache_kib: 65_536,
             sqlite_writer_cache_kib: 8_192,
+            sqlite_checkpoint_interval: Duration::from_millis(250),
             sqlite_mmap_bytes: 1 << 30,
         }
     }
@@ -627,10 +630,14 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
         })?);
     }
     let checkpointer = sqlite_connection(path, options, SqliteRole::Checkpointer)?;
+    let checkpoint_interval = options.sqlite_checkpoint_interval;
     let (checkpoint_stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
     workers.push(std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        // A checkpoint ends with an fsync of the database file, which holds up the commits'
+        // fsyncs of the WAL on the same disk: at a light load a shorter interval (smaller
+        // checkpoints) shortens the tail, at a heavy one it lengthens it (more of them).
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-            stop_receiver.recv_timeout(CHECKPOINT_INTERVAL)
+            stop_receiver.recv_timeout(checkpoint_interval)
         {
             if let Err(error) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
                 tracing::warn!(%error, "checkpointing the WAL failed");
@@ -667,9 +674,6 @@ fn open_sqlite(path: &std::path::Path, options: &DatabaseOptions) -> StoreResult
         }),
     })
 }
-
-/// How often the checkpointer folds the WAL back into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 fn postgres_client(url: &str) -> StoreResult<PgClient> {
     let client = postgres::Client::connect(url, postgres::NoTls)?;

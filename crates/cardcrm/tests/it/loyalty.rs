@@ -83,7 +83,13 @@ async fn a_refund_takes_back_the_points_its_purchase_earned() {
         .await;
     assert_eq!(partial.status, StatusCode::CREATED, "{}", partial.text);
     assert_eq!(partial.body["detail"]["points"]["clawed_back"], 25, "{}", partial.text);
-    assert_eq!(member(&app, &auth, id).await["points_balance"], 75);
+    let now = member(&app, &auth, id).await;
+    // A partial refund lowers the spend that counts toward tiers, not the visit.
+    assert_eq!(
+        (now["points_balance"].as_i64(), now["window_spend_minor"].as_i64(), now["window_visits"].as_i64()),
+        (Some(75), Some(7_500), Some(1)),
+        "{now}"
+    );
     let rest = app
         .post_keyed(&auth, &format!("/api/v1/operations/{operation}/refunds"), "loyalty-ref-0002", json!({}))
         .await;
@@ -91,6 +97,12 @@ async fn a_refund_takes_back_the_points_its_purchase_earned() {
     let after = member(&app, &auth, id).await;
     assert_eq!(
         (after["points_balance"].as_i64(), after["points_owed"].as_i64()),
+        (Some(0), Some(0)),
+        "{after}"
+    );
+    // Refunded whole, the purchase no longer counts as a visit either.
+    assert_eq!(
+        (after["window_spend_minor"].as_i64(), after["window_visits"].as_i64()),
         (Some(0), Some(0)),
         "{after}"
     );
