@@ -196,7 +196,7 @@ impl Default for DatabaseSettings {
             write_linger_ms: 0,
             sqlite_cache_mib: 64,
             sqlite_writer_cache_mib: 8,
-            sqlite_checkpoint_interval_ms: 250,
+            sqlite_checkpoint_interval_ms: 1_000,
             postgres_job_parallelism: 2,
             job_block_members: 20_000,
             sqlite_mmap_mib: 1024,

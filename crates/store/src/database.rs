@@ -52,7 +52,11 @@ pub struct DatabaseOptions {
     /// which with 64 MiB cost a tenth of the writer's time. The writer reads unchanged pages
     /// through the memory map instead, as readers do.
     pub sqlite_writer_cache_kib: i64,
-    /// How often the checkpointer folds the WAL back into the database file.
+    /// How often the checkpointer folds the WAL back into the database file. Each checkpoint
+    /// ends with an fsync of the database file, which holds up the commits' fsyncs of the WAL
+    /// on the same disk: measured on the checkout benchmark, one a second gave a p99 of
+    /// 4.3–4.6 ms at 2,250 checkouts/s where four a second gave 7.2 ms (and 4.0–6.6 against
+    /// 5.4–7.3 ms at 350/s).
     pub sqlite_checkpoint_interval: Duration,
     /// How much of the SQLite file readers map into memory, in bytes (0: read with system
     /// calls). Mapped reads skip a copy and a system call per page.
@@ -69,7 +73,7 @@ impl Default for DatabaseOptions {
             write_linger: Duration::ZERO,
             sqlite_cache_kib: 65_536,
             sqlite_writer_cache_kib: 8_192,
-            sqlite_checkpoint_interval: Duration::from_millis(250),
+            sqlite_checkpoint_interval: Duration::from_millis(1_000),
             sqlite_mmap_bytes: 1 << 30,
         }
     }
