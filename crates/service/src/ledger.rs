@@ -974,11 +974,13 @@ impl Services {
                         &context.zone,
                     )?;
                 }
-                // A checkout refunded in full gives its coupons back.
+                // A checkout refunded in full gives its coupons back, and takes back the
+                // referral bonus it paid if it was a referred member's first purchase.
                 if refunded_after >= original.amount_minor {
                     for coupon in cardcrm_store::repo::rewards::coupons_redeemed_by(conn, original.id)? {
                         cardcrm_store::repo::rewards::unredeem_coupon(conn, coupon.id)?;
                     }
+                    crate::loyalty::take_back_referral(conn, actor, &original, refund_id, &context, now_ms)?;
                 }
             }
             let balance = match &destination {

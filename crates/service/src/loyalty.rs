@@ -328,6 +328,80 @@ fn award_referral(
     Ok(Some(ReferralBonus { customer_id: referrer, points, operation_id }))
 }
 
+/// Most referral bonuses read when looking for the one a purchase paid.
+const REFERRAL_BONUSES_READ_MAX: i64 = 100;
+
+/// Takes back the referral bonus that `purchase` (a referred member's first purchase) paid,
+/// once that purchase is refunded whole: under an operation of the referrer's reversing the
+/// bonus, from the referrer's lots (the bonus's own lot first), with the programme's refund
+/// policy for points the referrer already spent. The bonus is not paid again: the member's
+/// first purchase has happened. Returns the reversal when there was a bonus to take back.
+pub(crate) fn take_back_referral(
+    conn: &mut Conn<'_>,
+    actor: &Actor,
+    purchase: &OperationRecord,
+    refund_id: i64,
+    context: &LoyaltyContext,
+    now_ms: i64,
+) -> ServiceResult<Option<ReferralReversal>> {
+    let Some(customer_id) = purchase.customer_id else { return Ok(None) };
+    let holder = points_holder(conn, customer_id)?;
+    let Some(referrer) = repo::member(conn, holder)?.and_then(|member| member.referred_by) else {
+        return Ok(None);
+    };
+    // The bonus credited the referrer's accounts of the time (before any merge of theirs).
+    let accounts: Vec<i64> = ledger_repo::accounts_of_customer(conn, referrer)?
+        .into_iter()
+        .map(|(_, account)| account.id)
+        .collect();
+    let bonus = ledger_repo::operations_crediting(
+        conn,
+        "referral_bonus",
+        &accounts,
+        purchase.id,
+        REFERRAL_BONUSES_READ_MAX,
+    )?
+    .into_iter()
+    .find(|operation| {
+        serde_json::from_str::<serde_json::Value>(&operation.detail_json)
+            .ok()
+            .and_then(|detail| detail.get("purchase_operation_id").and_then(serde_json::Value::as_i64))
+            == Some(purchase.id)
+    });
+    let Some(bonus) = bonus else { return Ok(None) };
+    if !ledger_repo::reversals_of(conn, bonus.id)?.is_empty() {
+        return Ok(None);
+    }
+    let Some(plan) = plan_points_reversal(conn, &bonus, bonus.amount_minor, bonus.amount_minor, now_ms)?
+    else {
+        return Ok(None);
+    };
+    let reversal = member_operation(
+        actor,
+        "referral_bonus_reversal",
+        plan.customer_id,
+        bonus.store_id,
+        Some(bonus.id),
+        bonus.amount_minor,
+        POINTS_ASSET,
+        serde_json::json!({"points": plan.reversal, "refund_operation_id": refund_id}),
+        now_ms,
+    );
+    let operation_id = ledger_repo::insert_operation(conn, &reversal)?;
+    apply_points_reversal(conn, &bonus, operation_id, &plan, context, now_ms)?;
+    Ok(Some(ReferralReversal { customer_id: plan.customer_id, operation_id, points: plan.reversal }))
+}
+
+/// A referral bonus taken back because the purchase that paid it was refunded whole.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReferralReversal {
+    /// The referrer (or whoever holds their points after a merge).
+    pub customer_id: i64,
+    /// The referrer's operation reversing the bonus.
+    pub operation_id: i64,
+    pub points: PointsReversal,
+}
+
 /// What earning needs to know about the member and the moment; only what the programme's
 /// rules use is read (every checkout of a member comes through here). `tier_read` is a tier
 /// the caller has already read (a checkout reads the card's): used when it is the member's.
@@ -1173,7 +1247,9 @@ pub(crate) fn plan_points_reversal(
             .map(|t| t.amount_minor)
             .sum()
     };
-    let earned = sum(&["points_purchase", "points_owed_repaid"]);
+    // A purchase's earning, or a referral bonus (its own operation, reversed when the
+    // purchase that paid it is refunded whole).
+    let earned = sum(&["points_purchase", "points_referral", "points_owed_repaid"]);
     let used = sum(&["points_redeem"]);
     if earned == 0 && used == 0 {
         return Ok(None);
@@ -1208,7 +1284,7 @@ pub(crate) fn plan_points_reversal(
         plan.clawback = clawback;
         plan.origin_earn_transfer = transfers
             .iter()
-            .find(|t| t.purpose == "points_purchase")
+            .find(|t| matches!(t.purpose.as_str(), "points_purchase" | "points_referral"))
             .map(|t| (t.id, t.credit_account_id, t.amount_minor));
     }
     Ok(Some(plan))
@@ -1426,6 +1502,9 @@ pub struct PointsReversalView {
     pub reverses_operation_id: i64,
     pub amount_minor: i64,
     pub points: PointsReversal,
+    /// The referral bonus taken back when the sale was a referred member's first purchase,
+    /// refunded whole.
+    pub referral: Option<ReferralReversal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -1967,7 +2046,8 @@ impl Services {
             let whole = refunded_before + amount >= original.amount_minor;
             take_back_activity(conn, customer_id, amount, whole, now_ms, &context.zone)?;
             crate::checkout::record_refund_purchases(conn, &original, refund_id, amount, now_ms)?;
-            Ok(Decision::Done { value: PointsReversalView { operation_id: refund_id, reverses_operation_id: operation_id, amount_minor: amount, points }, operation_id: Some(refund_id) })
+            let referral = if whole { take_back_referral(conn, actor, &original, refund_id, &context, now_ms)? } else { None };
+            Ok(Decision::Done { value: PointsReversalView { operation_id: refund_id, reverses_operation_id: operation_id, amount_minor: amount, points, referral }, operation_id: Some(refund_id) })
         })
         .await
     }

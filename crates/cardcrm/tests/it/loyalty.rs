@@ -2,7 +2,8 @@
 //! take points back (and apply the shortfall policy when they were spent), an offline sale
 //! sent twice earns once, birthday points follow the store's time zone, tiers rise at once
 //! and fall only after the review and the grace period, and the expiry job empties lots at
-//! the end of the year. `cardcrm ledger verify` passes after each story.
+//! the end of the year, and a referral bonus goes back when the first purchase that paid it is
+//! refunded whole. `cardcrm ledger verify` passes after each story.
 
 use std::sync::Arc;
 
@@ -653,6 +654,114 @@ async fn enrolment_pays_the_signup_bonus_once_and_the_referrer_on_the_first_purc
         purposes(&app, &auth, newcomer).await,
         ["points_signup", "points_purchase", "points_purchase"]
     );
+    verify_passes(&app);
+
+    // The referrer gives 250 of the bonus away; then refunds: the second purchase, or part
+    // of the first, leave the bonus alone; the first refunded whole takes it back, and what
+    // was already given away is owed (the programme's negative-balance policy).
+    let given = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/members/{referrer}/points-transfers"),
+            "referral-give-0001",
+            json!({"to_customer_id": newcomer, "points": 250}),
+        )
+        .await;
+    assert_eq!(given.status, StatusCode::CREATED, "{}", given.text);
+    let refund = |operation: &Value, key: &'static str, body: Value| {
+        let path = format!("/api/v1/operations/{}/refunds", operation["operation_id"]);
+        let (app, auth) = (&app, &auth);
+        async move {
+            let answer = app.post_keyed(auth, &path, key, body).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+            answer.body
+        }
+    };
+    refund(&second, "referral-refund-0001", json!({})).await;
+    refund(&first, "referral-refund-0002", json!({"amount_minor": 4_000})).await;
+    let kept = member(&app, &auth, referrer).await;
+    assert_eq!(
+        (kept["points_balance"].as_i64(), kept["points_owed"].as_i64()),
+        (Some(50), Some(0)),
+        "{kept}"
+    );
+    refund(&first, "referral-refund-0003", json!({})).await;
+    let taken = member(&app, &auth, referrer).await;
+    assert_eq!(
+        (taken["points_balance"].as_i64(), taken["points_owed"].as_i64(), taken["window_points"].as_i64()),
+        (Some(0), Some(250), Some(0)),
+        "{taken}"
+    );
+    assert_eq!(
+        purposes(&app, &auth, referrer).await,
+        ["points_referral", "points_transfer_out", "points_clawback"]
+    );
+    // A purchase after that is not a first purchase: no bonus again, and it pays off what
+    // the referrer owes only through the referrer's own earnings.
+    let later = checkout(
+        &app,
+        &auth,
+        "referral-buy-0003",
+        json!({"customer_id": newcomer, "lines": [{"amount_minor": 5_000}], "external_method": "cash"}),
+    )
+    .await;
+    assert!(later["points_earned"]["referral"].is_null(), "{later}");
+    assert_eq!(member(&app, &auth, referrer).await["points_owed"], 250);
+    verify_passes(&app);
+}
+
+#[tokio::test]
+async fn a_refunded_offline_first_sale_takes_the_referral_bonus_back() {
+    let (app, _clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let version = app
+        .post(
+            &auth,
+            "/api/v1/loyalty/programmes",
+            json!({"effective_from": "2026-06-01T04:00:00Z", "rules": {"referral_bonus_points": 300}}),
+        )
+        .await;
+    assert_eq!(version.status, StatusCode::CREATED, "{}", version.text);
+    let referrer = app.create_customer(&auth, json!({"name": "老会员", "phone": "13800001031"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let newcomer = app.create_customer(&auth, json!({"name": "新会员", "phone": "13800001032"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let joined = app
+        .post_keyed(
+            &auth,
+            &format!("/api/v1/members/{newcomer}/enrolment"),
+            "enrol-0101",
+            json!({"referred_by": referrer}),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.text);
+    let sold = sale(
+        &app,
+        &auth,
+        "referral-sale-0001",
+        json!({"customer_id": newcomer, "external_id": "TILL-9-0001", "lines": [{"amount_minor": 8_000}]}),
+    )
+    .await;
+    assert_eq!(member(&app, &auth, referrer).await["points_balance"], 300, "{sold}");
+    let path = format!("/api/v1/loyalty/sales/{}/refunds", sold["operation_id"]);
+    let refunded = app.post_keyed(&auth, &path, "referral-sale-refund-0001", json!({})).await;
+    assert_eq!(refunded.status, StatusCode::CREATED, "{}", refunded.text);
+    assert_eq!(
+        (
+            refunded.body["referral"]["customer_id"].as_i64(),
+            refunded.body["referral"]["points"]["clawed_back"].as_i64()
+        ),
+        (Some(referrer), Some(300)),
+        "{}",
+        refunded.text
+    );
+    assert_eq!(member(&app, &auth, referrer).await["points_balance"], 0);
+    assert_eq!(member(&app, &auth, newcomer).await["points_balance"], 0);
+    // The same request again: the stored answer; nothing taken twice.
+    let again = app.post_keyed(&auth, &path, "referral-sale-refund-0001", json!({})).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["referral"], refunded.body["referral"]);
     verify_passes(&app);
 }
 

@@ -228,6 +228,33 @@ pub fn reversals_of(conn: &mut Conn<'_>, id: i64) -> StoreResult<Vec<OperationRe
     )
 }
 
+/// Operations of `kind` after operation `after_id` that credited one of `accounts`, oldest
+/// first (at most `limit`): found through the transfers into those accounts.
+pub fn operations_crediting(
+    conn: &mut Conn<'_>,
+    kind: &str,
+    accounts: &[i64],
+    after_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<OperationRecord>> {
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = (0..accounts.len()).map(|index| format!("${}", index + 4)).collect();
+    let mut values: Vec<Value<'_>> = vec![kind.into(), after_id.into(), bounded(limit).into()];
+    values.extend(accounts.iter().map(|id| Value::I64(*id)));
+    conn.query(
+        &format!(
+            "SELECT {OPERATION_COLUMNS} FROM ledger_operations WHERE kind = $1 AND id > $2 AND id IN \
+             (SELECT operation_id FROM ledger_transfers WHERE credit_account_id IN ({}) AND operation_id > $2) \
+             ORDER BY id LIMIT $3",
+            list.join(", ")
+        ),
+        &values,
+        operation_from,
+    )
+}
+
 /// How many operations touched a card at or after `since_ms` (for velocity alerts).
 pub fn operations_since(conn: &mut Conn<'_>, card_id: i64, since_ms: i64) -> StoreResult<i64> {
     conn.query_one(
