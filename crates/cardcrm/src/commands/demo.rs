@@ -146,7 +146,7 @@ const DEMO_CARDS_MAX: u64 = 400;
 /// Card products (a membership card and a stored-value card with 充500送30 and 充1000送100),
 /// one card for each of the first `count` customers, top-ups on most stored-value cards and
 /// a few payments, all through the same services as the API.
-async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Failure> {
+async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<Vec<(i64, i64)>, Failure> {
     use cardcrm_domain::ledger::BonusRule;
     use cardcrm_service::{
         cards::{IssueCardInput, ProductInput},
@@ -177,7 +177,7 @@ async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Fa
     }
     let key =
         |text: String| IdempotencyKey::parse(&text).map_err(|error| Failure::other(error.message.clone()));
-    let mut issued = 0_u64;
+    let mut issued = Vec::new();
     for customer_id in 1..=count as i64 {
         let mix = (customer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
         let stored_value = !mix.is_multiple_of(3);
@@ -192,7 +192,7 @@ async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Fa
         };
         // Customers merged away during the import have no card.
         let Ok(card) = services.issue_card(identity.grant()?, input).await else { continue };
-        issued += 1;
+        issued.push((customer_id, card.card.id));
         if !stored_value {
             continue;
         }
@@ -219,7 +219,196 @@ async fn seed_cards(services: &Services, count: u64, seed: u64) -> Result<(), Fa
             .await?;
     }
     println!(
-        "  cards: {issued} issued with top-ups and payments in {:.1} s",
+        "  cards: {} issued with top-ups and payments in {:.1} s",
+        issued.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(issued)
+}
+
+/// Checkouts per card holder in the loyalty part of the demo.
+const DEMO_CHECKOUTS_PER_MEMBER: u64 = 3;
+
+/// The loyalty programme at work, through the same services as the API: a programme version
+/// with sign-up, first-purchase and referral bonuses; every card holder enrolled (one in four
+/// referred by the member before them); two coupon templates, one issued to every member;
+/// checkouts on the cards that earn points, some paying with a coupon or with points and a
+/// few big enough to reach silver or gold at once; and a points mall with orders.
+async fn seed_loyalty(services: &Services, holders: &[(i64, i64)], seed: u64) -> Result<(), Failure> {
+    use cardcrm_service::{
+        checkout::{CheckoutInput, CheckoutLine},
+        ledger::IdempotencyKey,
+        loyalty::{EnrolmentInput, ProgrammeInput},
+        rewards::{IssueInput, OrderInput, RewardInput, TemplateInput},
+    };
+    let started = std::time::Instant::now();
+    let identity = operator();
+    let key =
+        |text: String| IdempotencyKey::parse(&text).map_err(|error| Failure::other(error.message.clone()));
+    let now = jiff::Timestamp::from_millisecond(services.now_ms())
+        .map_err(|error| Failure::other(error.to_string()))?;
+    services
+        .create_programme(
+            identity.grant()?,
+            ProgrammeInput {
+                effective_from: now.to_string(),
+                rules: serde_json::json!({
+                    "signup_bonus_points": 100, "first_purchase_bonus_points": 50, "referral_bonus_points": 200,
+                    "category_multipliers": [{"category": "beauty", "multiplier_pct": 200}],
+                }),
+                note: Some("demo: sign-up, first-purchase and referral bonuses; double points on beauty".into()),
+            },
+        )
+        .await?;
+    for (index, (customer_id, _)) in holders.iter().enumerate() {
+        let referred_by = (index % 4 == 3).then(|| holders[index - 1].0);
+        let input = EnrolmentInput { referred_by, store_id: None };
+        services
+            .enrol_member(identity.grant()?, key(format!("demo-enrol-{customer_id}"))?, *customer_id, input)
+            .await?;
+    }
+    let template = |code: &str, name: &str, kind: &str| TemplateInput {
+        code: code.into(),
+        name: name.into(),
+        kind: kind.into(),
+        amount_off_minor: 0,
+        percent_off_bp: 0,
+        cap_minor: None,
+        threshold_minor: 0,
+        category: None,
+        gift_name: None,
+        valid_from: None,
+        valid_to: None,
+        valid_days: Some(90),
+        stackable: false,
+        per_member_max: Some(1),
+        issue_max: None,
+    };
+    let threshold = services
+        .create_coupon_template(
+            identity.grant()?,
+            TemplateInput {
+                amount_off_minor: 2_000,
+                threshold_minor: 10_000,
+                ..template("SAVE20", "满100减20", "threshold_off")
+            },
+        )
+        .await?;
+    let percent = services
+        .create_coupon_template(
+            identity.grant()?,
+            TemplateInput {
+                percent_off_bp: 1_000,
+                cap_minor: Some(5_000),
+                ..template("TENOFF", "九折券（最高减50元）", "percent_off")
+            },
+        )
+        .await?;
+    let issued = services
+        .issue_coupons(
+            identity.grant()?,
+            key("demo-coupons-save20".into())?,
+            threshold.id,
+            IssueInput {
+                customer_ids: holders.iter().map(|(customer_id, _)| *customer_id).collect(),
+                tier: None,
+            },
+        )
+        .await?
+        .value;
+    let coupon_of: std::collections::HashMap<i64, String> =
+        issued.coupons.iter().map(|coupon| (coupon.customer_id, coupon.code.clone())).collect();
+    let categories = ["food", "beauty", "apparel", "home", "electronics"];
+    let mut checkouts = 0_u64;
+    for (index, (customer_id, card_id)) in holders.iter().enumerate() {
+        let mix = (*customer_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+        for round in 0..DEMO_CHECKOUTS_PER_MEMBER {
+            let draw = mix.rotate_left(round as u32 * 7);
+            // One member in twelve buys big once: enough for silver (¥2,000), and one in
+            // thirty-six for gold (¥10,000).
+            let amount_minor = match (round, index % 36) {
+                (0, 0) => 1_000_000 + (draw % 500_000) as i64,
+                (0, 12 | 24) => 200_000 + (draw % 300_000) as i64,
+                _ => 3_000 + (draw % 25_000) as i64,
+            };
+            // 满100减20 counts what is left after the tier discount (at most 12% by default).
+            let coupon = (round == 1 && index % 5 == 0 && amount_minor >= 12_000)
+                .then(|| coupon_of.get(customer_id).cloned())
+                .flatten();
+            let points = (round == 2 && index % 7 == 0).then_some(50);
+            let input = CheckoutInput {
+                card_id: Some(*card_id),
+                customer_id: None,
+                store_id: None,
+                lines: vec![CheckoutLine {
+                    amount_minor,
+                    category: Some(categories[(draw >> 20) as usize % categories.len()].into()),
+                    name: None,
+                    sku: None,
+                    quantity: None,
+                }],
+                stored_value_minor: None,
+                external_method: Some(
+                    ["wechat_pay", "alipay", "bank_card", "cash"][(draw >> 24) as usize % 4].into(),
+                ),
+                pin: None,
+                reference: None,
+                currency: None,
+                coupon_codes: coupon.into_iter().collect(),
+                points_to_redeem: points,
+            };
+            services
+                .checkout(identity.grant()?, key(format!("demo-checkout-{customer_id}-{round}"))?, input)
+                .await?;
+            checkouts += 1;
+        }
+    }
+    let reward = |code: &str, name: &str, kind: &str, points_price: i64| RewardInput {
+        code: code.into(),
+        name: name.into(),
+        kind: kind.into(),
+        points_price,
+        cash_price_minor: 0,
+        coupon_template_id: None,
+        stock: Some(100),
+        per_member_max: Some(2),
+    };
+    let coffee =
+        services.create_reward(identity.grant()?, reward("COFFEE", "咖啡兑换券", "service", 150)).await?;
+    services
+        .create_reward(
+            identity.grant()?,
+            RewardInput {
+                cash_price_minor: 1_000,
+                stock: Some(50),
+                ..reward("TOTE", "帆布袋（积分+10元）", "goods", 400)
+            },
+        )
+        .await?;
+    services
+        .create_reward(
+            identity.grant()?,
+            RewardInput {
+                coupon_template_id: Some(percent.id),
+                stock: None,
+                ..reward("TENOFF", "九折券", "coupon", 200)
+            },
+        )
+        .await?;
+    let mut orders = 0_u64;
+    for (customer_id, _) in holders.iter().step_by(9) {
+        if services.member(identity.grant()?, *customer_id).await?.points_spendable < coffee.points_price {
+            continue;
+        }
+        let input =
+            OrderInput { customer_id: *customer_id, reward_id: coffee.id, quantity: None, cash_method: None };
+        services.place_order(identity.grant()?, key(format!("demo-order-{customer_id}"))?, input).await?;
+        orders += 1;
+    }
+    println!(
+        "  loyalty: {} members enrolled, {} coupons issued, {checkouts} checkouts earning points, {orders} mall orders in {:.1} s",
+        holders.len(),
+        issued.issued,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -289,7 +478,8 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> CommandResult {
         }
         import(&services, "customers", directory.join("customers.csv"), DuplicatePolicy::Create).await?;
         import(&services, "transactions", directory.join("transactions.csv"), DuplicatePolicy::Error).await?;
-        seed_cards(&services, size.customers.min(DEMO_CARDS_MAX), size.seed).await?;
+        let holders = seed_cards(&services, size.customers.min(DEMO_CARDS_MAX), size.seed).await?;
+        seed_loyalty(&services, &holders, size.seed).await?;
     } else {
         println!("the database already has customers; keeping them (use --fresh to start over)");
     }
@@ -298,7 +488,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> CommandResult {
     let clerk = demo_login(&services, "clerk", "clerk", stores.first().map(|store| store.id)).await?;
     let address = services.settings().listen.clone();
     let banner = format!(
-        "\ndemo logins (passwords are new on every start):\n  admin  {admin}\n  clerk  {clerk}  (store {})\n\ntry:\n  curl -s -c jar -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{admin}\"}}' http://{address}/api/v1/auth/login\n  curl -s -b jar 'http://{address}/api/v1/customers?limit=3'\n",
+        "\ndemo logins (passwords are new on every start):\n  admin  {admin}\n  clerk  {clerk}  (store {})\n\ntry:\n  curl -s -c jar -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"{admin}\"}}' http://{address}/api/v1/auth/login\n  curl -s -b jar 'http://{address}/api/v1/customers?limit=3'\n  curl -s -b jar 'http://{address}/api/v1/members/1'\n  curl -s -b jar 'http://{address}/api/v1/members/1/points-history'\n",
         stores.first().map_or_else(|| "-".to_owned(), |store| store.code.clone())
     );
     if args.no_serve {

@@ -114,6 +114,11 @@ fn migrate_demo_and_generate_work_on_a_fresh_directory() {
     let text = stdout(&demo);
     assert!(text.contains("customers: 200 rows") && text.contains("transactions: 1000 rows"), "{text}");
     assert!(text.lines().any(|line| line.trim_start().starts_with("admin ")), "{text}");
+    // The card holders are members with points, coupons and mall orders, on a ledger that verifies.
+    let loyalty = text.lines().find(|line| line.trim_start().starts_with("loyalty: ")).unwrap_or_default();
+    assert!(loyalty.contains("members enrolled") && loyalty.contains("checkouts earning points"), "{text}");
+    let verified = cardcrm(&["--data-dir", data, "ledger", "verify"], &[]);
+    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
     let again = cardcrm(&["--data-dir", data, "demo", "--no-serve"], &[]);
     assert!(stdout(&again).contains("keeping them"), "{}", stdout(&again));
 
