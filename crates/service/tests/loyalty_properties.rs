@@ -1,7 +1,8 @@
 //! Property tests of points: random sequences of earning (offline sales), spending (mall
 //! orders), refunds of sales, cancelled orders, transfers between members, merges of another
 //! customer (with their points, and a mall order of theirs that a later step may cancel) into
-//! a member, and jumps of the clock with the expiry job. After every step each member's balance equals the points left
+//! a member, newcomers referred by a member whose first sale pays the referral bonus (and
+//! takes it back when refunded whole), and jumps of the clock with the expiry job. After every step each member's balance equals the points left
 //! in their lots and a model's count of what they should hold; no lot holds points past its
 //! expiry after the job; `verify` finds nothing wrong. Runs on SQLite, and on PostgreSQL
 //! when TEST_DATABASE_URL names a server.
@@ -15,7 +16,7 @@ use cardcrm_service::{
     crypto::KeyMaterial,
     customers::CustomerRequest,
     ledger::IdempotencyKey,
-    loyalty::{PointsTransferInput, ProgrammeInput, SaleInput, SaleLine, SaleRefundInput},
+    loyalty::{EnrolmentInput, PointsTransferInput, ProgrammeInput, SaleInput, SaleLine, SaleRefundInput},
     rewards::{OrderInput, OrderStatusInput, RewardInput},
 };
 use cardcrm_store::testing::TestDatabase;
@@ -50,6 +51,11 @@ enum Step {
         amount: i64,
         order: bool,
     },
+    /// A newcomer referred by `referrer` enrols and makes a first sale of `amount`.
+    Referred {
+        referrer: usize,
+        amount: i64,
+    },
     Advance {
         days: i64,
     },
@@ -63,6 +69,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..20).prop_map(|pick| Step::Cancel { pick }),
         1 => (0..MEMBERS, 1i64..300).prop_map(|(from, points)| Step::Transfer { from, points }),
         1 => (0..MEMBERS, 100i64..50_000, any::<bool>()).prop_map(|(member, amount, order)| Step::MergeIn { member, amount, order }),
+        1 => (0..MEMBERS, 100i64..50_000).prop_map(|(referrer, amount)| Step::Referred { referrer, amount }),
         2 => (1i64..400).prop_map(|days| Step::Advance { days }),
     ]
 }
@@ -100,7 +107,7 @@ impl World {
                 system().grant().expect("grant"),
                 ProgrammeInput {
                     effective_from: "2026-03-01T02:00:00Z".into(),
-                    rules: serde_json::json!({"tier_multiplier": false}),
+                    rules: serde_json::json!({"tier_multiplier": false, "referral_bonus_points": 150}),
                     note: Some("property test".into()),
                 },
             )
@@ -144,6 +151,11 @@ impl World {
             .expect("lots");
         (member.points_balance, lots.iter().map(|lot| lot.points_remaining).sum())
     }
+
+    async fn owed(&self, customer_id: i64) -> i64 {
+        let identity = system();
+        self.services.member(identity.grant().expect("grant"), customer_id).await.expect("member").points_owed
+    }
 }
 
 async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -168,7 +180,9 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
         .expect("reward");
     // The model: what each member should hold, as the steps' answers say.
     let mut held = [0_i64; MEMBERS];
-    let mut sales: Vec<(usize, i64)> = Vec::new();
+    // Sales: whose points they earned (none: a newcomer's), the operation, who referred them,
+    // what is left to refund.
+    let mut sales: Vec<(Option<usize>, i64, Option<usize>, i64)> = Vec::new();
     let mut orders: Vec<(usize, i64, i64)> = Vec::new();
     for step in steps {
         match step {
@@ -192,10 +206,11 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                     .value;
                 prop_assert_eq!(sale.points.points, amount / 100);
                 held[member] += sale.points.points - sale.points.owed_repaid;
-                sales.push((member, sale.operation_id));
+                sales.push((Some(member), sale.operation_id, None, amount));
             }
             Step::RefundSale { pick, amount } => {
-                let Some((member, operation)) = sales.get(pick % sales.len().max(1)).copied() else {
+                let index = pick % sales.len().max(1);
+                let Some((member, operation, referrer, left)) = sales.get(index).copied() else {
                     continue;
                 };
                 let key = world.key();
@@ -209,7 +224,28 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                     )
                     .await
                 {
-                    held[member] -= refund.value.points.clawed_back;
+                    if let Some(member) = member {
+                        held[member] -= refund.value.points.clawed_back;
+                    }
+                    let left = left - refund.value.amount_minor;
+                    sales[index].3 = left;
+                    // The referral bonus goes back exactly when a referred first sale is refunded whole.
+                    match (referrer.filter(|_| left == 0), refund.value.referral) {
+                        (Some(referrer), Some(referral)) => {
+                            prop_assert_eq!(referral.customer_id, members[referrer]);
+                            prop_assert_eq!(referral.points.clawed_back + referral.points.shortfall, 150);
+                            held[referrer] -= referral.points.clawed_back;
+                        }
+                        (None, None) => {}
+                        (expected, found) => prop_assert!(
+                            false,
+                            "refund of sale {} ({} left): referral {:?} expected for {:?}",
+                            operation,
+                            left,
+                            found,
+                            expected
+                        ),
+                    }
                 }
             }
             Step::Order { member, quantity } => {
@@ -290,7 +326,7 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                     .value;
                 let mut brought = sale.points.points;
                 // Refunds of the duplicate's sale take points from whoever holds them now.
-                sales.push((member, sale.operation_id));
+                sales.push((Some(member), sale.operation_id, None, amount));
                 if order {
                     let key = world.key();
                     if let Ok(placed) = world
@@ -319,6 +355,44 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                 prop_assert_eq!(merged.loyalty.points, brought);
                 prop_assert_eq!(world.points(duplicate).await, (0, 0));
                 held[member] += brought;
+            }
+            Step::Referred { referrer, amount } => {
+                let newcomer = world.customer().await;
+                let key = world.key();
+                world
+                    .services
+                    .enrol_member(
+                        identity.grant().expect("grant"),
+                        key,
+                        newcomer,
+                        EnrolmentInput { referred_by: Some(members[referrer]), store_id: None },
+                    )
+                    .await
+                    .expect("enrolment");
+                let owed_before = world.owed(members[referrer]).await;
+                world.sale_seq += 1;
+                let key = world.key();
+                let sale = world
+                    .services
+                    .record_sale(
+                        identity.grant().expect("grant"),
+                        key,
+                        SaleInput {
+                            customer_id: newcomer,
+                            store_id: None,
+                            external_id: format!("S{}", world.sale_seq),
+                            lines: vec![SaleLine { amount_minor: amount, category: None }],
+                        },
+                    )
+                    .await
+                    .expect("sale")
+                    .value;
+                let bonus =
+                    sale.points.referral.expect("a first sale of a referred member pays the referrer");
+                prop_assert_eq!((bonus.customer_id, bonus.points), (members[referrer], 150));
+                // What the referrer owed is paid off first.
+                held[referrer] += bonus.points - (owed_before - world.owed(members[referrer]).await);
+                sales.push((None, sale.operation_id, Some(referrer), amount));
             }
             Step::Advance { days } => {
                 world.clock.advance_ms(days * 86_400_000);
