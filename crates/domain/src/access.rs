@@ -75,6 +75,10 @@ pub enum Permission {
     /// Put a member on a tier by hand for a while, audited.
     #[serde(rename = "tier.override")]
     TierOverride,
+    /// Credit or debit a member's points by hand with a reason (a goodwill gesture, a
+    /// correction, an opening balance carried over from another system), audited.
+    #[serde(rename = "points.adjust")]
+    PointsAdjust,
     /// See analysis runs, their segments and members (customer ids, no personal data), and
     /// export them.
     #[serde(rename = "analysis.read")]
@@ -85,7 +89,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 27] = [
+    pub const ALL: [Permission; 28] = [
         Self::CustomerRead,
         Self::CustomerWrite,
         Self::CustomerReveal,
@@ -111,6 +115,7 @@ impl Permission {
         Self::LoyaltyWrite,
         Self::LoyaltyManage,
         Self::TierOverride,
+        Self::PointsAdjust,
         Self::AnalysisRead,
         Self::AnalysisRun,
     ];
@@ -142,6 +147,7 @@ impl Permission {
             Self::LoyaltyWrite => "loyalty.write",
             Self::LoyaltyManage => "loyalty.manage",
             Self::TierOverride => "tier.override",
+            Self::PointsAdjust => "points.adjust",
             Self::AnalysisRead => "analysis.read",
             Self::AnalysisRun => "analysis.run",
         }
@@ -241,6 +247,7 @@ impl Role {
                 LoyaltyRead,
                 LoyaltyWrite,
                 TierOverride,
+                PointsAdjust,
                 AnalysisRead,
                 AnalysisRun,
             ],

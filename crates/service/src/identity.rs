@@ -209,6 +209,7 @@ pub mod perm {
         LoyaltyWrite,
         LoyaltyManage,
         TierOverride,
+        PointsAdjust,
         AnalysisRead,
         AnalysisRun
     );

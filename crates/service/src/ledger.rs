@@ -103,8 +103,9 @@ fn refusal_code(code: &str) -> &'static str {
     REFUSAL_CODES.into_iter().find(|known| *known == code).unwrap_or("operation.refused")
 }
 
-const REFUSAL_CODES: [&str; 32] = [
+const REFUSAL_CODES: [&str; 33] = [
     "points.insufficient",
+    "customer.not_active",
     "points.transfer_limit",
     "partner.closed",
     "coupon.template_inactive",

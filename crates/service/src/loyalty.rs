@@ -1594,6 +1594,24 @@ pub struct EnrolmentView {
     pub balance_after: i64,
 }
 
+/// A points adjustment 积分调整 made by hand.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointsAdjustmentInput {
+    /// Points to credit (positive) or debit (negative); never zero.
+    pub points: i64,
+    /// Why: shown in the member's history and the audit log (1 to 200 characters).
+    pub reason: String,
+    /// For a credit: when its lot expires (RFC 3339, in the future); the programme's expiry
+    /// when left out. Not for a debit (the soonest-expiring points are taken).
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The store whose issued points account pays or takes the points; the caller's store
+    /// when left out (none for a business-wide account).
+    #[serde(default)]
+    pub store_id: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PointsMoveView {
     pub operation_id: i64,
@@ -2365,6 +2383,114 @@ impl Services {
                 points,
                 counterpart: format!("customer:{}", input.to_customer_id),
                 balance_after: points_balance(conn, customer_id)?,
+            };
+            Ok(Decision::Done { value, operation_id: Some(operation_id) })
+        })
+        .await
+    }
+
+    /// Credits or debits a member's points by hand with a reason (a goodwill gesture, a
+    /// correction, an opening balance from another system): a credit is a new lot (after
+    /// what the member owes is paid off), a debit takes the soonest-expiring points. Neither
+    /// counts toward tiers. Audited.
+    pub async fn adjust_points(
+        &self,
+        access: Access<'_, perm::PointsAdjust>,
+        key: IdempotencyKey,
+        customer_id: i64,
+        input: PointsAdjustmentInput,
+    ) -> ServiceResult<Outcome<PointsMoveView>> {
+        let mut errors = FieldErrors::new();
+        let points = errors.take("points", positive_points("points", input.points.saturating_abs()));
+        let reason = required_text(&mut errors, "reason", &input.reason, 200);
+        let expires_at = input
+            .expires_at
+            .as_deref()
+            .and_then(|raw| errors.take("expires_at", parse_moment("expires_at", raw)));
+        let now_ms = self.now_ms();
+        if input.points < 0 && input.expires_at.is_some() {
+            errors.push(FieldError::new(
+                "expires_at",
+                "expires_at.not_for_debit",
+                "a debit takes the soonest-expiring points; expires_at is for credits",
+            ));
+        } else if expires_at.is_some_and(|at| at <= now_ms) {
+            errors.push(FieldError::new("expires_at", "expires_at.past", "a credit expires in the future"));
+        }
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+        let (points, reason) = (points.unwrap_or_default(), reason.unwrap_or_default());
+        let credit = input.points > 0;
+        let identity = access.identity().clone();
+        let store_id = input.store_id.or(identity.scope.store_id());
+        identity.require_store(store_id)?;
+        let zone = self.default_zone().clone();
+        let request = (customer_id, &input);
+        self.keyed(access.identity(), key, "points_adjustment", &request, move |conn, actor, now_ms| {
+            require_customer(conn, customer_id)?;
+            if !is_active_customer(conn, customer_id)? {
+                return Ok(Decision::Refused(Refusal::new(
+                    "customer.not_active",
+                    format!("customer {customer_id} is not active (merged or erased); adjust whoever holds their points"),
+                )));
+            }
+            check_store(conn, store_id)?;
+            if !credit && let Some(refusal) = refuse_unless_spendable(conn, customer_id, points, now_ms)? {
+                return Ok(Decision::Refused(refusal));
+            }
+            let programme = programme_at(conn, now_ms)?;
+            ensure_member(conn, &programme, customer_id, now_ms, &zone)?;
+            let before = points_balance(conn, customer_id)?;
+            let signed = if credit { points } else { -points };
+            let detail = serde_json::json!({"points": signed, "reason": reason});
+            let operation = member_operation(
+                actor,
+                "points_adjustment",
+                customer_id,
+                store_id,
+                None,
+                points,
+                POINTS_ASSET,
+                detail,
+                now_ms,
+            );
+            let operation_id = ledger_repo::insert_operation(conn, &operation)?;
+            let issued = store_account(conn, store_id, "points_issued", POINTS_ASSET, now_ms)?;
+            if credit {
+                credit_points(
+                    conn,
+                    &programme,
+                    customer_id,
+                    points,
+                    issued,
+                    operation_id,
+                    "adjustment",
+                    expires_at.map(Some),
+                    now_ms,
+                    &zone,
+                )?;
+            } else {
+                spend_points(conn, customer_id, points, issued, operation_id, "adjustment", now_ms)?;
+            }
+            let after = points_balance(conn, customer_id)?;
+            audit::append(
+                conn,
+                &identity,
+                now_ms,
+                "points.adjust",
+                "customer",
+                customer_id,
+                Some(serde_json::json!({"points_balance": before})),
+                Some(serde_json::json!({"points_balance": after, "points": signed, "reason": reason, "operation_id": operation_id})),
+            )?;
+            let value = PointsMoveView {
+                operation_id,
+                kind: "points_adjustment".into(),
+                customer_id,
+                points: signed,
+                counterpart: store_id.map_or_else(|| "business".to_owned(), |store| format!("store:{store}")),
+                balance_after: after,
             };
             Ok(Decision::Done { value, operation_id: Some(operation_id) })
         })

@@ -2,7 +2,8 @@
 //! orders), refunds of sales, cancelled orders, transfers between members, merges of another
 //! customer (with their points, and a mall order of theirs that a later step may cancel) into
 //! a member, newcomers referred by a member whose first sale pays the referral bonus (and
-//! takes it back when refunded whole), and jumps of the clock with the expiry job. After every step each member's balance equals the points left
+//! takes it back when refunded whole), adjustments by hand (credits and debits), and jumps
+//! of the clock with the expiry job. After every step each member's balance equals the points left
 //! in their lots and a model's count of what they should hold; no lot holds points past its
 //! expiry after the job; `verify` finds nothing wrong. Runs on SQLite, and on PostgreSQL
 //! when TEST_DATABASE_URL names a server.
@@ -16,7 +17,10 @@ use cardcrm_service::{
     crypto::KeyMaterial,
     customers::CustomerRequest,
     ledger::IdempotencyKey,
-    loyalty::{EnrolmentInput, PointsTransferInput, ProgrammeInput, SaleInput, SaleLine, SaleRefundInput},
+    loyalty::{
+        EnrolmentInput, PointsAdjustmentInput, PointsTransferInput, ProgrammeInput, SaleInput, SaleLine,
+        SaleRefundInput,
+    },
     rewards::{OrderInput, OrderStatusInput, RewardInput},
 };
 use cardcrm_store::testing::TestDatabase;
@@ -56,6 +60,11 @@ enum Step {
         referrer: usize,
         amount: i64,
     },
+    /// A manager credits (positive) or debits (negative) `points` by hand.
+    Adjust {
+        member: usize,
+        points: i64,
+    },
     Advance {
         days: i64,
     },
@@ -70,6 +79,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..MEMBERS, 1i64..300).prop_map(|(from, points)| Step::Transfer { from, points }),
         1 => (0..MEMBERS, 100i64..50_000, any::<bool>()).prop_map(|(member, amount, order)| Step::MergeIn { member, amount, order }),
         1 => (0..MEMBERS, 100i64..50_000).prop_map(|(referrer, amount)| Step::Referred { referrer, amount }),
+        1 => (0..MEMBERS, -400i64..400).prop_filter("not zero", |(_, points)| *points != 0).prop_map(|(member, points)| Step::Adjust { member, points }),
         2 => (1i64..400).prop_map(|days| Step::Advance { days }),
     ]
 }
@@ -393,6 +403,39 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                 // What the referrer owed is paid off first.
                 held[referrer] += bonus.points - (owed_before - world.owed(members[referrer]).await);
                 sales.push((None, sale.operation_id, Some(referrer), amount));
+            }
+            Step::Adjust { member, points } => {
+                let owed_before = world.owed(members[member]).await;
+                let key = world.key();
+                let adjusted = world
+                    .services
+                    .adjust_points(
+                        identity.grant().expect("grant"),
+                        key,
+                        members[member],
+                        PointsAdjustmentInput {
+                            points,
+                            reason: "property".into(),
+                            expires_at: None,
+                            store_id: None,
+                        },
+                    )
+                    .await;
+                match adjusted {
+                    Ok(done) => {
+                        prop_assert_eq!(done.value.points, points);
+                        // A credit pays off what is owed first; a debit takes what it says.
+                        held[member] += points - (owed_before - world.owed(members[member]).await);
+                    }
+                    // Only a debit of more than the member can spend is refused.
+                    Err(error) => prop_assert!(
+                        points < 0 && held[member] < -points,
+                        "adjustment of {} refused with {} held: {}",
+                        points,
+                        held[member],
+                        error
+                    ),
+                }
             }
             Step::Advance { days } => {
                 world.clock.advance_ms(days * 86_400_000);

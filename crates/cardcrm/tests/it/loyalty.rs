@@ -826,3 +826,107 @@ async fn a_merge_moves_points_tier_and_later_refunds_to_the_survivor() {
     assert_eq!(member(&app, &auth, merged).await["points_balance"], 0);
     verify_passes(&app);
 }
+
+#[tokio::test]
+async fn a_manager_adjusts_points_by_hand_with_a_reason_audited() {
+    let (app, _clock, auth) = app_at("2026-06-01T04:00:00Z").await;
+    let id = app.create_customer(&auth, json!({"name": "周杰", "phone": "13800001041"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/members/{id}/points-adjustments");
+    // An opening balance carried over from the old system, expiring when it did there.
+    let opening = json!({"points": 500, "reason": "旧系统积分迁移", "expires_at": "2027-03-31T15:59:59Z"});
+    let credited = app.post_keyed(&auth, &path, "adjust-0001", opening.clone()).await;
+    assert_eq!(credited.status, StatusCode::CREATED, "{}", credited.text);
+    assert_eq!(
+        (credited.body["points"].as_i64(), credited.body["balance_after"].as_i64()),
+        (Some(500), Some(500)),
+        "{}",
+        credited.text
+    );
+    let again = app.post_keyed(&auth, &path, "adjust-0001", opening).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["operation_id"], credited.body["operation_id"]);
+    let lots = app.get(&auth, &format!("/api/v1/members/{id}/lots")).await;
+    assert_eq!(
+        (lots.body[0]["source"].as_str(), lots.body[0]["expires_at"].as_str()),
+        (Some("adjustment"), Some("2027-03-31T15:59:59Z")),
+        "{}",
+        lots.text
+    );
+    let debited =
+        app.post_keyed(&auth, &path, "adjust-0002", json!({"points": -200, "reason": "重复积分更正"})).await;
+    assert_eq!(debited.status, StatusCode::CREATED, "{}", debited.text);
+    assert_eq!(debited.body["balance_after"], 300, "{}", debited.text);
+    let too_much =
+        app.post_keyed(&auth, &path, "adjust-0003", json!({"points": -301, "reason": "更正"})).await;
+    assert_eq!(
+        (too_much.status, too_much.code()),
+        (StatusCode::CONFLICT, "points.insufficient"),
+        "{}",
+        too_much.text
+    );
+
+    // Bad input names the field; nothing is written.
+    let field_code = |answer: &crate::support::Answer| {
+        answer.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|error| error["code"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    for (body, code) in [
+        (json!({"points": 0, "reason": "零"}), "points.out_of_range"),
+        (json!({"points": 10, "reason": " "}), "required"),
+        (
+            json!({"points": -10, "reason": "更正", "expires_at": "2027-01-01T00:00:00Z"}),
+            "expires_at.not_for_debit",
+        ),
+        (json!({"points": 10, "reason": "补偿", "expires_at": "2026-05-01T00:00:00Z"}), "expires_at.past"),
+    ] {
+        let refused = app.post_keyed(&auth, &path, "adjust-0004", body.clone()).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", refused.text);
+        assert_eq!(field_code(&refused), [code], "{body}: {}", refused.text);
+    }
+    // A clerk may not; a manager may.
+    let clerk = app.staff_session("till", "clerk", None).await;
+    let forbidden =
+        app.post_keyed(&clerk, &path, "adjust-0005", json!({"points": 10, "reason": "补偿"})).await;
+    assert_eq!(
+        (forbidden.status, forbidden.body["permission"].as_str()),
+        (StatusCode::FORBIDDEN, Some("points.adjust"))
+    );
+    let manager = app.staff_session("mgr", "manager", None).await;
+    let goodwill =
+        app.post_keyed(&manager, &path, "adjust-0006", json!({"points": 50, "reason": "投诉补偿"})).await;
+    assert_eq!(goodwill.status, StatusCode::CREATED, "{}", goodwill.text);
+
+    let view = member(&app, &auth, id).await;
+    // Adjustments do not count toward tiers.
+    assert_eq!(
+        (view["points_balance"].as_i64(), view["window_points"].as_i64()),
+        (Some(350), Some(0)),
+        "{view}"
+    );
+    assert_eq!(
+        purposes(&app, &auth, id).await,
+        ["points_adjustment", "points_adjustment", "points_adjustment"]
+    );
+    let log = app.get(&auth, &format!("/api/v1/audit?entity_type=customer&entity_id={id}")).await;
+    let adjustments: Vec<(String, i64)> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "points.adjust")
+        .map(|entry| {
+            (entry["actor_name"].as_str().unwrap().to_owned(), entry["after"]["points"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(adjustments.len(), 3, "{}", log.text);
+    assert!(
+        adjustments.contains(&("mgr".to_owned(), 50)) && adjustments.contains(&("boss".to_owned(), -200)),
+        "{adjustments:?}"
+    );
+    verify_passes(&app);
+}

@@ -9,9 +9,9 @@ use cardcrm_service::{
     ServiceError,
     loyalty::{
         EnrolmentInput, EnrolmentView, EventView, JobReport, LiabilityView, LotView, MemberView,
-        PartnerExchangeInput, PartnerExchangeView, PartnerInput, PartnerView, PointsLine, PointsMoveView,
-        PointsReversalView, PointsTransferInput, ProgrammeInput, ProgrammeView, SaleInput, SaleRefundInput,
-        SaleView, SimulateInput, SimulateView, TierChangeView, TierOverrideInput,
+        PartnerExchangeInput, PartnerExchangeView, PartnerInput, PartnerView, PointsAdjustmentInput,
+        PointsLine, PointsMoveView, PointsReversalView, PointsTransferInput, ProgrammeInput, ProgrammeView,
+        SaleInput, SaleRefundInput, SaleView, SimulateInput, SimulateView, TierChangeView, TierOverrideInput,
     },
     perm,
     rewards::{
@@ -170,6 +170,22 @@ pub async fn transfer_points(
     ApiJson(input): ApiJson<PointsTransferInput>,
 ) -> ApiResult<Response> {
     Ok(keyed(state.services.transfer_points(need.access(), key, id, input).await?))
+}
+
+/// Credits (positive points) or debits (negative) a member's points by hand with a reason:
+/// a goodwill gesture, a correction, an opening balance from another system. Audited; does
+/// not count toward tiers.
+#[utoipa::path(post, path = "/api/v1/members/{id}/points-adjustments", tag = "loyalty", request_body = PointsAdjustmentInput,
+    params(("id" = i64, Path, description = "Customer id"), ("Idempotency-Key" = String, Header, description = "8-128 of A-Z a-z 0-9 - _ . :")),
+    responses((status = 201, description = "Done (or the stored answer of a repeat)", body = PointsMoveView), Errors), security(("session" = []), ("token" = [])))]
+pub async fn adjust_points(
+    State(state): State<AppState>,
+    need: Need<perm::PointsAdjust>,
+    Idempotency(key): Idempotency,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<PointsAdjustmentInput>,
+) -> ApiResult<Response> {
+    Ok(keyed(state.services.adjust_points(need.access(), key, id, input).await?))
 }
 
 /// A member's coupons.

@@ -90,6 +90,7 @@ pub fn api(import_body_limit_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(loyalty::tier_override))
         .routes(routes!(loyalty::enrol_member))
         .routes(routes!(loyalty::transfer_points))
+        .routes(routes!(loyalty::adjust_points))
         .routes(routes!(loyalty::member_coupons))
         .routes(routes!(loyalty::record_sale))
         .routes(routes!(loyalty::refund_sale))
