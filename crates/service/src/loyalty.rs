@@ -402,6 +402,65 @@ pub struct ReferralReversal {
     pub points: PointsReversal,
 }
 
+/// A points adjustment by hand, or an opening balance imported from another system.
+pub(crate) struct Adjustment<'a> {
+    pub(crate) customer_id: i64,
+    /// Whose issued-points account pays or takes the points (none: the business's).
+    pub(crate) store_id: Option<i64>,
+    /// Positive: a credit (a new lot); negative: a debit of the soonest-expiring points
+    /// (the caller has checked they are there).
+    pub(crate) points: i64,
+    /// A credit's expiry; the programme's when none.
+    pub(crate) expires_at_ms: Option<i64>,
+    pub(crate) reason: &'a str,
+}
+
+/// Writes an adjustment under an operation of its own (kind `points_adjustment`), the member
+/// made first if need be. Not counted toward tiers. Returns the operation.
+pub(crate) fn adjust(
+    conn: &mut Conn<'_>,
+    actor: &Actor,
+    programme: &Programme,
+    adjustment: &Adjustment<'_>,
+    now_ms: i64,
+    zone: &TimeZone,
+) -> ServiceResult<i64> {
+    let Adjustment { customer_id, store_id, points, expires_at_ms, reason } = *adjustment;
+    assert!(points != 0, "an adjustment moves points");
+    ensure_member(conn, programme, customer_id, now_ms, zone)?;
+    let detail = serde_json::json!({"points": points, "reason": reason});
+    let operation = member_operation(
+        actor,
+        "points_adjustment",
+        customer_id,
+        store_id,
+        None,
+        points.abs(),
+        POINTS_ASSET,
+        detail,
+        now_ms,
+    );
+    let operation_id = ledger_repo::insert_operation(conn, &operation)?;
+    let issued = store_account(conn, store_id, "points_issued", POINTS_ASSET, now_ms)?;
+    if points > 0 {
+        credit_points(
+            conn,
+            programme,
+            customer_id,
+            points,
+            issued,
+            operation_id,
+            "adjustment",
+            expires_at_ms.map(Some),
+            now_ms,
+            zone,
+        )?;
+    } else {
+        spend_points(conn, customer_id, -points, issued, operation_id, "adjustment", now_ms)?;
+    }
+    Ok(operation_id)
+}
+
 /// What earning needs to know about the member and the moment; only what the programme's
 /// rules use is read (every checkout of a member comes through here). `tier_read` is a tier
 /// the caller has already read (a checkout reads the card's): used when it is the member's.
@@ -2440,39 +2499,10 @@ impl Services {
                 return Ok(Decision::Refused(refusal));
             }
             let programme = programme_at(conn, now_ms)?;
-            ensure_member(conn, &programme, customer_id, now_ms, &zone)?;
             let before = points_balance(conn, customer_id)?;
             let signed = if credit { points } else { -points };
-            let detail = serde_json::json!({"points": signed, "reason": reason});
-            let operation = member_operation(
-                actor,
-                "points_adjustment",
-                customer_id,
-                store_id,
-                None,
-                points,
-                POINTS_ASSET,
-                detail,
-                now_ms,
-            );
-            let operation_id = ledger_repo::insert_operation(conn, &operation)?;
-            let issued = store_account(conn, store_id, "points_issued", POINTS_ASSET, now_ms)?;
-            if credit {
-                credit_points(
-                    conn,
-                    &programme,
-                    customer_id,
-                    points,
-                    issued,
-                    operation_id,
-                    "adjustment",
-                    expires_at.map(Some),
-                    now_ms,
-                    &zone,
-                )?;
-            } else {
-                spend_points(conn, customer_id, points, issued, operation_id, "adjustment", now_ms)?;
-            }
+            let adjustment = Adjustment { customer_id, store_id, points: signed, expires_at_ms: expires_at, reason: &reason };
+            let operation_id = adjust(conn, actor, &programme, &adjustment, now_ms, &zone)?;
             let after = points_balance(conn, customer_id)?;
             audit::append(
                 conn,

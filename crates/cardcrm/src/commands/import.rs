@@ -26,6 +26,8 @@ pub enum Kind {
     Stores,
     /// Credit-card account records from the issuer (one row per statement).
     Credit,
+    /// Opening points balances from another system (one lot per row, with its expiry).
+    Points,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -129,6 +131,9 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> CommandResult {
         }
         Kind::Credit => {
             services.import_credit(identity.grant()?, options, source, progress.clone(), rejects).await
+        }
+        Kind::Points => {
+            services.import_points(identity.grant()?, options, source, progress.clone(), rejects).await
         }
     };
     bar.finish_and_clear();

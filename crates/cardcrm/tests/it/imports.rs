@@ -372,3 +372,67 @@ async fn credit_card_records_import_by_phone_or_id_and_show_masked_with_their_st
     let text = String::from_utf8_lossy(&contents);
     assert!(!text.contains("4111111111111111") && !text.contains("5500000000000004"));
 }
+
+#[tokio::test]
+async fn opening_points_balances_import_once_each_with_its_expiry() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let first = app.create_customer(&admin, json!({"name": "陈一", "phone": "13811115555"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let second = app.create_customer(&admin, json!({"name": "周二", "phone": "13933336666"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let balance = |customer: i64| {
+        let (app, admin) = (&app, &admin);
+        async move { app.get(admin, &format!("/api/v1/members/{customer}")).await.body["points_balance"].clone() }
+    };
+    let good = format!(
+        "手机号,客户编号,积分,到期日,原单号,备注\n\
+         138 1111 5555,,\"1,200\",2099-12-31,OLD-0001,\n\
+         13811115555,,300,,OLD-0002,\n\
+         ,{second},50,,OLD-0003,老会员\n"
+    );
+    // Bad rows name their line and field, and nothing is written.
+    let bad = format!(
+        "{good}13700000000,,10,,OLD-0004,\n,{second},20,2001-01-01,OLD-0005,\n,{second},0,,OLD-0001,\n"
+    );
+    let output = app.cli(&["import", "points", &write(&app, "points-bad.csv", bad.as_bytes())]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    for expected in
+        ["line 5: phone: no customer matches", "line 6: expires_on:", "line 7: points:", "line 7: reference:"]
+    {
+        assert!(stdout.contains(expected) || stderr.contains(expected), "{expected} in {stdout}{stderr}");
+    }
+    assert_eq!(balance(first).await, json!(0));
+
+    let file = write(&app, "points.csv", good.as_bytes());
+    let output = app.cli(&["import", "points", &file]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!((balance(first).await, balance(second).await), (json!(1_500), json!(50)));
+    let lots = app.get(&admin, &format!("/api/v1/members/{first}/lots")).await;
+    let dated: Vec<(i64, Option<&str>)> = lots
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lot| (lot["points_remaining"].as_i64().unwrap(), lot["expires_at"].as_str()))
+        .collect();
+    // Through the last day in the business's time zone (Asia/Shanghai, UTC+8).
+    assert!(dated.contains(&(1_200, Some("2099-12-31T16:00:00Z"))), "{}", lots.text);
+    assert_eq!(dated.len(), 2, "{}", lots.text);
+
+    // The same file again: every row was imported before; refused, or skipped on request.
+    let again = app.cli(&["import", "points", &file]);
+    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stdout));
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&again.stderr));
+    assert!(said.contains("line 2: reference: `OLD-0001` was imported before"), "{said}");
+    let skipped = app.cli(&["import", "points", &file, "--on-duplicate", "skip"]);
+    assert!(skipped.status.success(), "{}", String::from_utf8_lossy(&skipped.stderr));
+    assert_eq!((balance(first).await, balance(second).await), (json!(1_500), json!(50)));
+    let verified = app.cli(&["ledger", "verify"]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+}

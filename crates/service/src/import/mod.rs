@@ -9,6 +9,7 @@
 
 pub mod credit;
 pub mod customers;
+pub mod points;
 pub mod source;
 pub mod stores;
 pub mod transactions;
