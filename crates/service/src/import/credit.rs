@@ -8,19 +8,20 @@ use cardcrm_domain::{
     card::CardNumber,
     date::parse_date,
     money::{Currency, parse_amount_minor},
-    phone::Phone,
     text,
 };
 use cardcrm_store::{
     Conn,
     repo::{
         cards::{self as repo, CreditAccountRecord, CreditStatementRecord},
-        customers::{self as customer_repo, IndexedField},
+        customers as customer_repo,
     },
 };
 use serde::Serialize;
 
-use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, ImportKind, Staged, push};
+use super::{
+    BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, Holder, ImportKind, Staged, push,
+};
 use crate::{
     Services, audit,
     crypto::Seal,
@@ -64,13 +65,6 @@ const COLUMNS: &[Column] = &[
 
 /// Account statuses the issuer may report.
 pub const CREDIT_STATUSES: [&str; 4] = ["active", "frozen", "closed", "written_off"];
-
-/// Who the row belongs to, until the writer resolves it.
-#[derive(Debug, Clone)]
-pub(crate) enum Holder {
-    Id(i64),
-    PhoneIndex(Vec<u8>),
-}
 
 pub(crate) struct CreditRow {
     account: CreditAccountRecord,
@@ -203,27 +197,7 @@ impl ImportKind for CreditImport {
                 }
             }
         };
-        let holder = match (cell(CUSTOMER_ID), cell(PHONE)) {
-            (Some(raw), _) => match raw.parse::<i64>() {
-                Ok(id) if id > 0 => Some(Holder::Id(id)),
-                _ => {
-                    push(
-                        &mut errors,
-                        "customer_id",
-                        "customer_id.invalid",
-                        format!("`{raw}` is not a customer id"),
-                    );
-                    None
-                }
-            },
-            (None, Some(raw)) => errors.take("phone", Phone::parse(&raw)).map(|phone| {
-                Holder::PhoneIndex(self.services.vault().blind_index("phone", phone.as_str()).to_vec())
-            }),
-            (None, None) => {
-                push(&mut errors, "customer_id", "required", "customer_id or phone is required".into());
-                None
-            }
-        };
+        let holder = Holder::parse(&self.services, &mut errors, cell(CUSTOMER_ID), cell(PHONE));
         let credit_limit = money(&mut errors, "credit_limit", CREDIT_LIMIT, true);
         let statement_day = count(&mut errors, "statement_day", STATEMENT_DAY, 1..=31);
         let status = cell(STATUS).map(|raw| raw.to_lowercase()).unwrap_or_else(|| "active".into());
@@ -309,16 +283,9 @@ impl ImportKind for CreditImport {
         let mut keep = Vec::new();
         let mut rejected = Vec::new();
         for mut staged in rows {
-            let found = match &staged.row.holder {
-                Holder::Id(id) => customer_repo::get(conn, *id)?
-                    .map(|customer| customer.merged_into_id.unwrap_or(customer.id)),
-                Holder::PhoneIndex(index) => {
-                    customer_repo::ids_by_index(conn, IndexedField::Phone, index)?.into_iter().min()
-                }
-            };
-            let Some(customer_id) = found else {
+            let Some(customer_id) = staged.row.holder.resolve(conn)? else {
                 let mut errors = FieldErrors::new();
-                let field = if matches!(staged.row.holder, Holder::Id(_)) { "customer_id" } else { "phone" };
+                let field = staged.row.holder.field();
                 push(&mut errors, field, "customer.unknown", "no customer matches".into());
                 rejected.push((staged, errors));
                 continue;
@@ -424,11 +391,7 @@ impl Services {
         progress: std::sync::Arc<super::ImportProgress>,
         rejects: super::RejectSink,
     ) -> ServiceResult<super::ImportReport> {
-        if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden(
-                "imports run for the whole business; ask an account without a store limit",
-            ));
-        }
+        super::whole_business(access.identity())?;
         let kind = std::sync::Arc::new(CreditImport {
             services: self.clone(),
             identity: access.identity().clone(),

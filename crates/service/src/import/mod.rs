@@ -779,6 +779,80 @@ impl Services {
     }
 }
 
+/// Imports run for the whole business: an account limited to one store may not start one.
+fn whole_business(identity: &Identity) -> ServiceResult<()> {
+    match identity.scope.store_id() {
+        Some(_) => Err(ServiceError::forbidden(
+            "imports run for the whole business; ask an account without a store limit",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Who an imported row belongs to, until the writer resolves it: a customer id, or the
+/// blind index of a phone number.
+#[derive(Debug, Clone)]
+pub(crate) enum Holder {
+    Id(i64),
+    PhoneIndex(Vec<u8>),
+}
+
+impl Holder {
+    /// From a row's `customer_id` cell, or else its `phone` cell (one of them is required).
+    pub(crate) fn parse(
+        services: &Services,
+        errors: &mut FieldErrors,
+        customer_id: Option<String>,
+        phone: Option<String>,
+    ) -> Option<Self> {
+        match (customer_id, phone) {
+            (Some(raw), _) => match raw.parse::<i64>() {
+                Ok(id) if id > 0 => Some(Self::Id(id)),
+                _ => {
+                    push(
+                        errors,
+                        "customer_id",
+                        "customer_id.invalid",
+                        format!("`{raw}` is not a customer id"),
+                    );
+                    None
+                }
+            },
+            (None, Some(raw)) => {
+                errors.take("phone", cardcrm_domain::phone::Phone::parse(&raw)).map(|phone| {
+                    Self::PhoneIndex(services.vault().blind_index("phone", phone.as_str()).to_vec())
+                })
+            }
+            (None, None) => {
+                push(errors, "customer_id", "required", "customer_id or phone is required".into());
+                None
+            }
+        }
+    }
+
+    /// The customer the row names now: a merged customer's survivor; for a phone shared by
+    /// several, the oldest. None when nobody matches.
+    pub(crate) fn resolve(&self, conn: &mut Conn<'_>) -> ServiceResult<Option<i64>> {
+        use cardcrm_store::repo::customers::{self as customer_repo, IndexedField};
+        Ok(match self {
+            Self::Id(id) => {
+                customer_repo::get(conn, *id)?.map(|customer| customer.merged_into_id.unwrap_or(customer.id))
+            }
+            Self::PhoneIndex(index) => {
+                customer_repo::ids_by_index(conn, IndexedField::Phone, index)?.into_iter().min()
+            }
+        })
+    }
+
+    /// The column the row named its customer by.
+    pub(crate) fn field(&self) -> &'static str {
+        match self {
+            Self::Id(_) => "customer_id",
+            Self::PhoneIndex(_) => "phone",
+        }
+    }
+}
+
 fn require_any_import(identity: &Identity) -> ServiceResult<()> {
     use cardcrm_domain::access::Permission;
     if identity.has(Permission::CustomerImport) || identity.has(Permission::TransactionImport) {

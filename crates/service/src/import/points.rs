@@ -9,19 +9,14 @@ use cardcrm_domain::{
     FieldErrors,
     date::parse_date,
     loyalty::{POINTS_MAX, Programme},
-    phone::Phone,
     text,
 };
-use cardcrm_store::{
-    Conn,
-    repo::{
-        customers::{self as customer_repo, IndexedField},
-        loyalty as loyalty_repo,
-    },
-};
+use cardcrm_store::{Conn, repo::loyalty as loyalty_repo};
 use jiff::{ToSpan, tz::TimeZone};
 
-use super::{BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, ImportKind, Staged, push};
+use super::{
+    BatchOutcome, Checked, Column, ColumnMap, DuplicatePolicy, Fields, Holder, ImportKind, Staged, push,
+};
 use crate::{
     Services,
     error::{ServiceError, ServiceResult},
@@ -53,13 +48,6 @@ const REFERENCE_KEY: &str = "import:points";
 const REASON_DEFAULT: &str = "opening balance (import)";
 const REASON_LENGTH_MAX: usize = 200;
 const REFERENCE_LENGTH_MAX: usize = 64;
-
-/// Who the row belongs to, until the writer resolves it.
-#[derive(Debug, Clone)]
-enum Holder {
-    Id(i64),
-    PhoneIndex(Vec<u8>),
-}
 
 pub(crate) struct PointsRow {
     holder: Holder,
@@ -123,23 +111,7 @@ impl ImportKind for PointsImport {
     ) -> Result<Self::Row, FieldErrors> {
         let mut errors = FieldErrors::new();
         let cell = |column: usize| text::clean(map.get(fields, column));
-        let holder = match (cell(CUSTOMER_ID), cell(PHONE)) {
-            (Some(raw), _) => match raw.parse::<i64>() {
-                Ok(id) if id > 0 => Some(Holder::Id(id)),
-                _ => {
-                    let message = format!("`{raw}` is not a customer id");
-                    push(&mut errors, "customer_id", "customer_id.invalid", message);
-                    None
-                }
-            },
-            (None, Some(raw)) => errors.take("phone", Phone::parse(&raw)).map(|phone| {
-                Holder::PhoneIndex(self.services.vault().blind_index("phone", phone.as_str()).to_vec())
-            }),
-            (None, None) => {
-                push(&mut errors, "customer_id", "required", "customer_id or phone is required".into());
-                None
-            }
-        };
+        let holder = Holder::parse(&self.services, &mut errors, cell(CUSTOMER_ID), cell(PHONE));
         let points = match cell(POINTS) {
             None => {
                 push(&mut errors, "points", "required", "points is required".into());
@@ -223,15 +195,8 @@ impl ImportKind for PointsImport {
                 (staged, errors)
             };
             // A merged customer's points go to whoever they were merged into.
-            let found = match &staged.row.holder {
-                Holder::Id(id) => customer_repo::get(conn, *id)?
-                    .map(|customer| customer.merged_into_id.unwrap_or(customer.id)),
-                Holder::PhoneIndex(index) => {
-                    customer_repo::ids_by_index(conn, IndexedField::Phone, index)?.into_iter().min()
-                }
-            };
-            let Some(customer_id) = found else {
-                let field = if matches!(staged.row.holder, Holder::Id(_)) { "customer_id" } else { "phone" };
+            let Some(customer_id) = staged.row.holder.resolve(conn)? else {
+                let field = staged.row.holder.field();
                 rejected.push(reject(staged, field, "customer.unknown", "no customer matches".into()));
                 continue;
             };
@@ -294,11 +259,7 @@ impl Services {
         progress: std::sync::Arc<super::ImportProgress>,
         rejects: super::RejectSink,
     ) -> ServiceResult<super::ImportReport> {
-        if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden(
-                "imports run for the whole business; ask an account without a store limit",
-            ));
-        }
+        super::whole_business(access.identity())?;
         let kind = std::sync::Arc::new(PointsImport {
             services: self.clone(),
             identity: access.identity().clone(),

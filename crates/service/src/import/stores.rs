@@ -233,11 +233,7 @@ impl Services {
         progress: std::sync::Arc<super::ImportProgress>,
         rejects: super::RejectSink,
     ) -> ServiceResult<super::ImportReport> {
-        if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden(
-                "imports run for the whole business; ask an account without a store limit",
-            ));
-        }
+        super::whole_business(access.identity())?;
         let kind = std::sync::Arc::new(StoreImport {
             identity: access.identity().clone(),
             now_ms: self.now_ms(),

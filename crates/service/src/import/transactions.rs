@@ -396,11 +396,7 @@ impl Services {
         let default_store =
             Self::default_store(&stores, options.default_store.as_deref(), access.scope.store_id())?;
         access.require_store(default_store.as_ref().map(|(id, _)| *id))?;
-        if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden(
-                "imports run for the whole business; ask an account without a store limit",
-            ));
-        }
+        super::whole_business(access.identity())?;
         let kind = Arc::new(CustomerImport {
             services: self.clone(),
             rows_expected: source.size().div_ceil(super::customers::BYTES_PER_ROW_GUESS),
@@ -425,11 +421,7 @@ impl Services {
         progress: Arc<ImportProgress>,
         rejects: RejectSink,
     ) -> ServiceResult<ImportReport> {
-        if access.scope.store_id().is_some() {
-            return Err(ServiceError::forbidden(
-                "imports run for the whole business; ask an account without a store limit",
-            ));
-        }
+        super::whole_business(access.identity())?;
         let stores = self.store_codes().await?;
         let default_store = Self::default_store(&stores, options.default_store.as_deref(), None)?;
         let kind = Arc::new(TransactionImport {
