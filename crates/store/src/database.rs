@@ -206,8 +206,13 @@ impl Drop for Shared {
         self.read_sender.take();
         self.write_sender.take();
         self.checkpoint_stop.take();
+        // The last handle may go with a unit of work that held one, on a worker itself: that
+        // worker ends on its own once the channels are closed; joining it would deadlock.
+        let current = std::thread::current().id();
         for worker in self.workers.drain(..) {
-            let _ = worker.join();
+            if worker.thread().id() != current {
+                let _ = worker.join();
+            }
         }
     }
 }

@@ -281,3 +281,54 @@ async fn reviews_of_members_changed_meanwhile_are_left_out_whole() {
         .unwrap();
     assert_eq!((silver, history, events, stale_touched), (90, 90, 90, 0));
 }
+
+/// Dropped in order: waits for the test's signal, then lets the database handle go, then
+/// reports that it went.
+struct LastHandle {
+    wait: std::sync::mpsc::Receiver<()>,
+    database: Option<Database>,
+    gone: std::sync::mpsc::Sender<()>,
+}
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        let _ = self.wait.recv();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(self.database.take())));
+        let _ = self.gone.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_handle_may_go_with_a_unit_of_work_on_a_worker() {
+    let (_test, database) = open();
+    // Worker threads that panic while this test runs (other tests here do not panic there).
+    let worker_panics = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = worker_panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        if name.starts_with("sqlite") || name.starts_with("postgres") {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let (release, wait) = std::sync::mpsc::channel();
+    let (gone, went) = std::sync::mpsc::channel();
+    let last = LastHandle { wait, database: Some(database.clone()), gone };
+    database
+        .write(move |_conn| {
+            let _holds = &last;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .expect("unit of work");
+    // Every other handle goes first; the worker then drops the unit with the last one.
+    drop(database);
+    release.send(()).expect("release");
+    went.recv_timeout(std::time::Duration::from_secs(10)).expect("the last handle went");
+    assert_eq!(
+        worker_panics.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a worker panicked dropping the last handle"
+    );
+}
