@@ -19,7 +19,7 @@ use cardcrm_service::{
     ledger::IdempotencyKey,
     loyalty::{
         EnrolmentInput, PointsAdjustmentInput, PointsTransferInput, ProgrammeInput, SaleInput, SaleLine,
-        SaleRefundInput,
+        SaleRefundInput, SaleView,
     },
     rewards::{OrderInput, OrderStatusInput, RewardInput},
 };
@@ -162,6 +162,19 @@ impl World {
         (member.points_balance, lots.iter().map(|lot| lot.points_remaining).sum())
     }
 
+    /// An offline sale of `amount_minor` for a customer, under a receipt number of its own.
+    async fn sale(&mut self, customer_id: i64, amount_minor: i64) -> SaleView {
+        self.sale_seq += 1;
+        let key = self.key();
+        let input = SaleInput {
+            customer_id,
+            store_id: None,
+            external_id: format!("S{}", self.sale_seq),
+            lines: vec![SaleLine { amount_minor, category: None }],
+        };
+        self.services.record_sale(system().grant().expect("grant"), key, input).await.expect("sale").value
+    }
+
     async fn owed(&self, customer_id: i64) -> i64 {
         let identity = system();
         self.services.member(identity.grant().expect("grant"), customer_id).await.expect("member").points_owed
@@ -197,23 +210,7 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
     for step in steps {
         match step {
             Step::Earn { member, amount } => {
-                world.sale_seq += 1;
-                let key = world.key();
-                let sale = world
-                    .services
-                    .record_sale(
-                        identity.grant().expect("grant"),
-                        key,
-                        SaleInput {
-                            customer_id: members[member],
-                            store_id: None,
-                            external_id: format!("S{}", world.sale_seq),
-                            lines: vec![SaleLine { amount_minor: amount, category: None }],
-                        },
-                    )
-                    .await
-                    .expect("sale")
-                    .value;
+                let sale = world.sale(members[member], amount).await;
                 prop_assert_eq!(sale.points.points, amount / 100);
                 held[member] += sale.points.points - sale.points.owed_repaid;
                 sales.push((Some(member), sale.operation_id, None, amount));
@@ -317,23 +314,7 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
             }
             Step::MergeIn { member, amount, order } => {
                 let duplicate = world.customer().await;
-                world.sale_seq += 1;
-                let key = world.key();
-                let sale = world
-                    .services
-                    .record_sale(
-                        identity.grant().expect("grant"),
-                        key,
-                        SaleInput {
-                            customer_id: duplicate,
-                            store_id: None,
-                            external_id: format!("S{}", world.sale_seq),
-                            lines: vec![SaleLine { amount_minor: amount, category: None }],
-                        },
-                    )
-                    .await
-                    .expect("sale")
-                    .value;
+                let sale = world.sale(duplicate, amount).await;
                 let mut brought = sale.points.points;
                 // Refunds of the duplicate's sale take points from whoever holds them now.
                 sales.push((Some(member), sale.operation_id, None, amount));
@@ -380,23 +361,7 @@ async fn run_case(world: &mut World, steps: Vec<Step>) -> Result<(), TestCaseErr
                     .await
                     .expect("enrolment");
                 let owed_before = world.owed(members[referrer]).await;
-                world.sale_seq += 1;
-                let key = world.key();
-                let sale = world
-                    .services
-                    .record_sale(
-                        identity.grant().expect("grant"),
-                        key,
-                        SaleInput {
-                            customer_id: newcomer,
-                            store_id: None,
-                            external_id: format!("S{}", world.sale_seq),
-                            lines: vec![SaleLine { amount_minor: amount, category: None }],
-                        },
-                    )
-                    .await
-                    .expect("sale")
-                    .value;
+                let sale = world.sale(newcomer, amount).await;
                 let bonus =
                     sale.points.referral.expect("a first sale of a referred member pays the referrer");
                 prop_assert_eq!((bonus.customer_id, bonus.points), (members[referrer], 150));
